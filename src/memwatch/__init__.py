@@ -1,0 +1,38 @@
+"""memwatch: find memory leaks in long-running Python programs.
+
+The public names are loaded on first use, so ``import memwatch`` costs
+nothing (no C extension loaded, no GC callback installed) until you use it.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "census": "memwatch.census",
+    "Census": "memwatch.census",
+    "TypeStat": "memwatch.census",
+    "TypeStatDiff": "memwatch.census",
+    "type_name": "memwatch.census",
+    "HeapDiff": "memwatch.heapdiff",
+    "HeapDiffError": "memwatch.heapdiff",
+    "format_size": "memwatch.formatting",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'memwatch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,875 @@
+# cython: language_level=3
+"""memwatch._core: one pass over the whole CPython heap, in C.
+
+The walk starts from every object the cyclic GC tracks (``gc.get_objects()``)
+and follows references (``tp_traverse``) to the objects the GC does not track
+(str, int, float, bytes, untracked tuples and dicts, code objects, ...), plus
+the references ``tp_traverse`` does not report (the keys of str-keyed dicts,
+the constants and names of code objects).  Each object is counted exactly once
+(deduplicated by address) and its size is exactly ``sys.getsizeof(obj)``.
+
+Invariants that keep the walk safe:
+
+* The GC is disabled for the whole walk and restored on every exit path.
+* No Python code runs while the walk holds borrowed pointers: only C
+  ``__sizeof__`` methods of CPython's own static types are called inline; any
+  other ``__sizeof__`` is called after the walk, with a strong reference held.
+* The work list is an explicit heap-allocated stack, so memory depth, not C
+  stack depth, bounds how deep a structure can be.
+* All bookkeeping lives in ``PyMem_Raw*`` memory (traced by tracemalloc, never
+  part of the Python heap), so the census never counts itself.
+"""
+
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.mem cimport PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree
+from libc.stdint cimport uintptr_t, uint32_t, uint64_t, int64_t
+from libc.string cimport memset, memcpy, memcmp
+
+import gc as _gc
+import sys as _sys
+import time as _time
+
+cdef extern from "Python.h":
+    ctypedef int (*visitproc)(PyObject*, void*)
+    ctypedef PyObject* (*PyCFunction)(PyObject*, PyObject*)
+    int PyGC_Enable()
+    int PyGC_Disable()
+    int PyObject_GC_IsTracked(PyObject*)
+    PyObject* PyList_GET_ITEM(PyObject*, Py_ssize_t)
+    Py_ssize_t PyList_GET_SIZE(PyObject*)
+    const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
+
+cdef extern from "_compat.h":
+    Py_ssize_t mw_presize(PyObject*)
+    int mw_is_gc(PyObject*)
+    int mw_traverse(PyObject*, visitproc, void*)
+    int mw_visit_code(PyObject*, visitproc, void*)
+    int mw_visit_dict_keys(PyObject*, visitproc, void*)
+    int mw_classify_sizeof(PyTypeObject*, object name, PyCFunction object_sizeof, PyCFunction* out)
+    Py_ssize_t mw_object_sizeof(PyObject*)
+    PyCFunction mw_method_cfunc(object descr)
+    object mw_call_cfunc(PyCFunction fn, PyObject* o)
+    Py_ssize_t mw_sizeof_via(PyCFunction fn, PyObject* o)
+    Py_ssize_t mw_basicsize(PyObject*)
+    PyTypeObject* mw_type(PyObject*)
+    int mw_is_code(PyObject*)
+    int mw_is_dict(PyObject*)
+    int MW_SIZEOF_OBJECT
+    int MW_SIZEOF_CFUNC
+    int MW_SIZEOF_DEFERRED
+    Py_ssize_t MW_GC_HEAD_SIZE
+
+
+# --------------------------------------------------------------------------
+# Bookkeeping structures (all in PyMem_Raw memory)
+# --------------------------------------------------------------------------
+
+cdef uint64_t _FIB = 0x9E3779B97F4A7C15ULL
+
+cdef inline size_t _next_pow2(size_t n) noexcept nogil:
+    cdef size_t p = 16
+    while p < n:
+        p <<= 1
+    return p
+
+
+cdef struct PtrSet:
+    uintptr_t* slots
+    size_t cap          # a power of two
+    size_t used
+    int shift           # 64 - log2(cap), for Fibonacci hashing
+
+
+cdef int ptrset_init(PtrSet* s, size_t want) noexcept nogil:
+    cdef size_t cap = _next_pow2(want)
+    s.slots = <uintptr_t*>PyMem_RawCalloc(cap, sizeof(uintptr_t))
+    if s.slots == NULL:
+        return -1
+    s.cap = cap
+    s.used = 0
+    s.shift = 64
+    while cap > 1:
+        cap >>= 1
+        s.shift -= 1
+    return 0
+
+
+cdef void ptrset_free(PtrSet* s) noexcept nogil:
+    if s.slots != NULL:
+        PyMem_RawFree(s.slots)
+    s.slots = NULL
+    s.cap = s.used = 0
+
+
+cdef inline size_t _slot(uintptr_t p, int shift) noexcept nogil:
+    return <size_t>(((<uint64_t>p >> 4) * _FIB) >> shift)
+
+
+cdef int ptrset_grow(PtrSet* s) noexcept nogil:
+    cdef PtrSet bigger
+    cdef size_t i, j, mask
+    cdef uintptr_t p
+    if ptrset_init(&bigger, s.cap * 2) < 0:
+        return -1
+    mask = bigger.cap - 1
+    for i in range(s.cap):
+        p = s.slots[i]
+        if p != 0:
+            j = _slot(p, bigger.shift)
+            while bigger.slots[j] != 0:
+                j = (j + 1) & mask
+            bigger.slots[j] = p
+            bigger.used += 1
+    ptrset_free(s)
+    s[0] = bigger
+    return 0
+
+
+cdef inline int ptrset_add(PtrSet* s, uintptr_t p) noexcept nogil:
+    """1 if p was added, 0 if it was already there, -1 on allocation failure."""
+    cdef size_t mask, j
+    if (s.used + 1) * 4 > s.cap * 3:
+        if ptrset_grow(s) < 0:
+            return -1
+    mask = s.cap - 1
+    j = _slot(p, s.shift)
+    while True:
+        if s.slots[j] == p:
+            return 0
+        if s.slots[j] == 0:
+            s.slots[j] = p
+            s.used += 1
+            return 1
+        j = (j + 1) & mask
+
+
+cdef struct PtrStack:
+    PyObject** items
+    size_t size
+    size_t cap
+
+
+cdef inline int stack_push(PtrStack* st, PyObject* o) noexcept nogil:
+    cdef size_t newcap
+    cdef PyObject** grown
+    if st.size == st.cap:
+        newcap = st.cap * 2 if st.cap else 1024
+        grown = <PyObject**>PyMem_RawRealloc(st.items, newcap * sizeof(PyObject*))
+        if grown == NULL:
+            return -1
+        st.items = grown
+        st.cap = newcap
+    st.items[st.size] = o
+    st.size += 1
+    return 0
+
+
+cdef struct Record:
+    # One counted object, for HeapDiff: its address and its type's index.
+    uintptr_t addr
+    uint32_t tidx
+    uint32_t _pad
+
+
+cdef struct RecordBuf:
+    Record* items
+    size_t size
+    size_t cap
+
+
+cdef inline int records_push(RecordBuf* rb, uintptr_t addr, uint32_t tidx) noexcept nogil:
+    cdef size_t newcap
+    cdef Record* grown
+    if rb.size == rb.cap:
+        newcap = rb.cap + rb.cap // 2 if rb.cap else 4096
+        grown = <Record*>PyMem_RawRealloc(rb.items, newcap * sizeof(Record))
+        if grown == NULL:
+            return -1
+        rb.items = grown
+        rb.cap = newcap
+    rb.items[rb.size].addr = addr
+    rb.items[rb.size].tidx = tidx
+    rb.items[rb.size]._pad = 0
+    rb.size += 1
+    return 0
+
+
+cdef struct TypeEntry:
+    uintptr_t tp           # the type's address (dereferenced only during the walk)
+    uint64_t count
+    uint64_t size
+    int kind               # MW_SIZEOF_*
+    PyCFunction fn
+
+
+cdef struct TypeTable:
+    TypeEntry* entries     # dense, in order of first sight
+    uint32_t n
+    uint32_t cap
+    uint32_t* index        # open addressing: slot -> entry index + 1 (0 = empty)
+    size_t index_cap
+    int index_shift
+    uintptr_t last_tp      # one-entry cache: runs of one type are common
+    uint32_t last_idx
+
+
+cdef int types_init(TypeTable* t) noexcept nogil:
+    t.n = 0
+    t.cap = 256
+    t.entries = <TypeEntry*>PyMem_RawMalloc(t.cap * sizeof(TypeEntry))
+    t.index_cap = 1024
+    t.index_shift = 64 - 10
+    t.index = <uint32_t*>PyMem_RawCalloc(t.index_cap, sizeof(uint32_t))
+    t.last_tp = 0
+    t.last_idx = 0
+    if t.entries == NULL or t.index == NULL:
+        return -1
+    return 0
+
+
+cdef void types_free(TypeTable* t) noexcept nogil:
+    if t.entries != NULL:
+        PyMem_RawFree(t.entries)
+    if t.index != NULL:
+        PyMem_RawFree(t.index)
+    t.entries = NULL
+    t.index = NULL
+    t.n = 0
+
+
+cdef int types_reindex(TypeTable* t) noexcept nogil:
+    cdef size_t newcap = t.index_cap * 2
+    cdef uint32_t* idx = <uint32_t*>PyMem_RawCalloc(newcap, sizeof(uint32_t))
+    cdef size_t j, mask = newcap - 1
+    cdef uint32_t i
+    if idx == NULL:
+        return -1
+    PyMem_RawFree(t.index)
+    t.index = idx
+    t.index_cap = newcap
+    t.index_shift -= 1
+    for i in range(t.n):
+        j = _slot(t.entries[i].tp, t.index_shift)
+        while idx[j] != 0:
+            j = (j + 1) & mask
+        idx[j] = i + 1
+    return 0
+
+
+# --------------------------------------------------------------------------
+# The walk
+# --------------------------------------------------------------------------
+
+cdef enum:
+    ERR_NONE = 0
+    ERR_NOMEM = 1
+    ERR_PYTHON = 2
+
+
+cdef struct Walk:
+    PtrSet seen
+    PtrStack stack
+    TypeTable types
+    RecordBuf records
+    int recording
+    int dedup_tracked
+    int slow_sizes         # self-check failed: size every object via sys.getsizeof
+    int error
+    uint64_t total_count
+    uint64_t total_size
+    uint64_t sizeof_errors
+    PyObject* deferred     # a list (strong refs) of objects sized after the walk
+    PyObject* sizeof_name  # the interned string "__sizeof__"
+    PyCFunction object_sizeof
+
+
+cdef object _SIZEOF_NAME = _sys.intern("__sizeof__")
+cdef PyCFunction _OBJECT_SIZEOF = mw_method_cfunc(object.__dict__["__sizeof__"])
+cdef bint _slow_sizes = False   # set by _self_check() if the inline sizes disagree
+
+
+cdef inline long _type_index(Walk* w, PyTypeObject* tp) noexcept:
+    """Index of tp in the type table, adding it on first sight; -1 on failure."""
+    cdef uintptr_t key = <uintptr_t>tp
+    cdef TypeTable* t = &w.types
+    cdef size_t j, mask
+    cdef uint32_t i
+    cdef TypeEntry* grown
+    cdef TypeEntry* e
+    if key == t.last_tp:
+        return t.last_idx
+    mask = t.index_cap - 1
+    j = _slot(key, t.index_shift)
+    while t.index[j] != 0:
+        i = t.index[j] - 1
+        if t.entries[i].tp == key:
+            t.last_tp = key
+            t.last_idx = i
+            return i
+        j = (j + 1) & mask
+    # New type.
+    if t.n == t.cap:
+        grown = <TypeEntry*>PyMem_RawRealloc(t.entries, 2 * t.cap * sizeof(TypeEntry))
+        if grown == NULL:
+            return -1
+        t.entries = grown
+        t.cap *= 2
+    e = &t.entries[t.n]
+    e.tp = key
+    e.count = 0
+    e.size = 0
+    if w.slow_sizes:
+        e.kind = MW_SIZEOF_DEFERRED
+        e.fn = NULL
+    else:
+        e.kind = mw_classify_sizeof(tp, <object>w.sizeof_name, w.object_sizeof, &e.fn)
+    t.index[j] = t.n + 1
+    i = t.n
+    t.n += 1
+    t.last_tp = key
+    t.last_idx = i
+    if (<size_t>t.n) * 2 > t.index_cap:
+        if types_reindex(t) < 0:
+            return -1
+    return i
+
+
+cdef inline int _account(Walk* w, PyObject* o) noexcept:
+    """Count o once: its type's count and its exact sys.getsizeof() bytes."""
+    cdef long ti = _type_index(w, mw_type(o))
+    cdef TypeEntry* e
+    cdef Py_ssize_t size
+    if ti < 0:
+        w.error = ERR_NOMEM
+        return -1
+    e = &w.types.entries[ti]
+    e.count += 1
+    w.total_count += 1
+    if w.recording:
+        if records_push(&w.records, <uintptr_t>o, <uint32_t>ti) < 0:
+            w.error = ERR_NOMEM
+            return -1
+    if e.kind == MW_SIZEOF_OBJECT:
+        size = mw_object_sizeof(o)
+    elif e.kind == MW_SIZEOF_CFUNC:
+        size = mw_sizeof_via(e.fn, o)
+        if size < 0:
+            w.sizeof_errors += 1
+            size = mw_basicsize(o)
+            e.size += <uint64_t>size
+            w.total_size += <uint64_t>size
+            return 0
+    else:
+        # Sized after the walk, when running Python code is safe.
+        try:
+            (<list>w.deferred).append(<object>o)
+        except BaseException:
+            w.error = ERR_PYTHON
+            return -1
+        return 0
+    size += mw_presize(o)
+    e.size += <uint64_t>size
+    w.total_size += <uint64_t>size
+    return 0
+
+
+cdef inline bint _has_hidden_referents(PyObject* o) noexcept:
+    return mw_is_gc(o) or mw_is_code(o)
+
+
+cdef int _visit(PyObject* o, void* arg) noexcept:
+    """tp_traverse callback: queue or count each referent seen for the first time."""
+    cdef Walk* w = <Walk*>arg
+    cdef int added
+    if o == NULL:
+        return 0
+    if not w.dedup_tracked and PyObject_GC_IsTracked(o):
+        return 0          # reached on its own from gc.get_objects()
+    added = ptrset_add(&w.seen, <uintptr_t>o)
+    if added == 0:
+        return 0
+    if added < 0:
+        w.error = ERR_NOMEM
+        return 1
+    if _has_hidden_referents(o):
+        if stack_push(&w.stack, o) < 0:
+            w.error = ERR_NOMEM
+            return 1
+        return 0
+    # A leaf (str, int, float, bytes, ...): count it now, no need to queue.
+    return 1 if _account(w, o) < 0 else 0
+
+
+cdef inline int _expand(Walk* w, PyObject* o) noexcept:
+    """Visit everything o refers to."""
+    if mw_traverse(o, _visit, w) != 0 or w.error:
+        return -1
+    if mw_is_dict(o):
+        if mw_visit_dict_keys(o, _visit, w) != 0 or w.error:
+            return -1
+    elif mw_is_code(o):
+        if mw_visit_code(o, _visit, w) != 0 or w.error:
+            return -1
+    return 0
+
+
+cdef int _drain(Walk* w) noexcept:
+    cdef PyObject* o
+    while w.stack.size:
+        w.stack.size -= 1
+        o = w.stack.items[w.stack.size]
+        if _account(w, o) < 0 or _expand(w, o) < 0:
+            return -1
+    return 0
+
+
+cdef void _walk_free(Walk* w) noexcept:
+    ptrset_free(&w.seen)
+    if w.stack.items != NULL:
+        PyMem_RawFree(w.stack.items)
+        w.stack.items = NULL
+    types_free(&w.types)
+    if w.records.items != NULL:
+        PyMem_RawFree(w.records.items)
+        w.records.items = NULL
+
+
+cdef size_t _walk_overhead(Walk* w) noexcept:
+    return (w.seen.cap * sizeof(uintptr_t) + w.stack.cap * sizeof(PyObject*)
+            + w.types.cap * sizeof(TypeEntry) + w.types.index_cap * sizeof(uint32_t))
+
+
+cdef object _TYPE_QUALNAME = type.__dict__["__qualname__"]
+cdef object _TYPE_MODULE = type.__dict__["__module__"]
+
+
+cdef object _type_name(uintptr_t tp_addr):
+    """'dict' for builtins, 'package.module.Qual.Name' for everything else.
+
+    Reads type's own descriptors rather than getattr(), so a metaclass can
+    neither run code nor lie; two classes named alike in different modules
+    never merge."""
+    cdef object tp = <object><PyObject*>tp_addr
+    cdef bytes raw = (<PyTypeObject*>tp_addr).tp_name
+    tp_name = raw.decode("utf-8", "replace")
+    try:
+        qual = _TYPE_QUALNAME.__get__(tp)
+    except BaseException:
+        qual = None
+    try:
+        mod = _TYPE_MODULE.__get__(tp)
+    except BaseException:
+        mod = None
+    if not isinstance(qual, str):
+        qual = tp_name.rpartition(".")[2]
+    if not isinstance(mod, str):
+        mod = tp_name.rpartition(".")[0] or "builtins"
+    if mod == "builtins":
+        return qual
+    return mod + "." + qual
+
+
+def type_name(tp):
+    """The name memwatch reports for type ``tp`` (see the census docs)."""
+    if not isinstance(tp, type):
+        raise TypeError(f"type_name() needs a type, not {type(tp).__name__}")
+    return _type_name(<uintptr_t><PyObject*>tp)
+
+
+cdef class RawCensus:
+    """The C-side result of one walk: per-type totals and, optionally, the
+    sorted identity records (address, type index) that HeapDiff compares.
+
+    Type addresses are kept only as integers for identity; they are never
+    dereferenced after the walk, so a RawCensus keeps no object alive."""
+
+    cdef TypeEntry* entries
+    cdef uint32_t ntypes
+    cdef Record* records
+    cdef size_t nrecords
+    cdef char* name_buf                 # type names, UTF-8, NUL-separated
+    cdef size_t* name_off               # by type index; C memory so a kept
+                                        # RawCensus adds no str to the heap
+    cdef readonly uint64_t total_count
+    cdef readonly uint64_t total_size
+    cdef readonly uint64_t sizeof_errors
+    cdef readonly int64_t elapsed_ns
+    cdef readonly uint64_t overhead_bytes  # peak bookkeeping bytes of the walk
+    cdef readonly bint tracked_only
+    cdef readonly object objects          # test harness only: the counted objects
+
+    def __dealloc__(self):
+        PyMem_RawFree(self.entries)
+        PyMem_RawFree(self.records)
+        PyMem_RawFree(self.name_buf)
+        PyMem_RawFree(self.name_off)
+
+    cdef int _set_names(self, list names) except -1:
+        encoded = [n.encode("utf-8", "replace") for n in names]
+        cdef size_t total = 0, off = 0
+        cdef Py_ssize_t i
+        cdef bytes b
+        for b in encoded:
+            total += len(b) + 1
+        self.name_buf = <char*>PyMem_RawMalloc(total + 1)
+        self.name_off = <size_t*>PyMem_RawMalloc((len(encoded) + 1) * sizeof(size_t))
+        if self.name_buf == NULL or self.name_off == NULL:
+            raise MemoryError("memwatch: cannot allocate the type name table")
+        for i, b in enumerate(encoded):
+            self.name_off[i] = off
+            memcpy(self.name_buf + off, <char*>b, len(b) + 1)
+            off += len(b) + 1
+        self.name_off[len(encoded)] = off
+        return 0
+
+    cdef object _name(self, uint32_t ti):
+        return self.name_buf[self.name_off[ti]:self.name_off[ti + 1] - 1].decode("utf-8")
+
+    @property
+    def names(self):
+        """Type names, by type index (decoded anew on each access)."""
+        return [self._name(i) for i in range(self.ntypes)]
+
+    @property
+    def nrecords(self):
+        """Number of identity records kept (0 unless recorded)."""
+        return self.nrecords
+
+    @property
+    def record_bytes(self):
+        """Bytes of C memory the identity records take."""
+        return self.nrecords * sizeof(Record)
+
+    def rows(self):
+        """Per-type ``(name, count, size)`` tuples, one per type object seen
+        (two types with the same qualified name give two tuples)."""
+        cdef uint32_t i
+        return [(self._name(i), self.entries[i].count, self.entries[i].size)
+                for i in range(self.ntypes)]
+
+    def record_ids(self):
+        """The ids of every counted object, sorted (needs ``record=True``)."""
+        cdef size_t i
+        return [self.records[i].addr for i in range(self.nrecords)]
+
+
+cdef int _finish_deferred(Walk* w) except -1:
+    """Size the objects whose __sizeof__ may run Python code (walk is over)."""
+    cdef long ti
+    cdef PyObject* o
+    getsizeof = _sys.getsizeof
+    for obj in <list>w.deferred:
+        o = <PyObject*>obj
+        ti = _type_index(w, mw_type(o))
+        if ti < 0:
+            raise MemoryError("memwatch: out of memory while sizing objects")
+        try:
+            size = getsizeof(obj)
+        except Exception:
+            size = -1
+        if not isinstance(size, int) or size < 0:
+            w.sizeof_errors += 1
+            size = mw_basicsize(o)
+        w.types.entries[ti].size += <uint64_t>size
+        w.total_size += <uint64_t>size
+    return 0
+
+
+def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
+    """Count every object on the heap by type.
+
+    :param tracked_only: count only the objects the cyclic GC tracks (one pass
+        over ``gc.get_objects()``, no reference following): cheaper, but blind
+        to str, int, bytes and other untracked objects.
+    :param record: also keep each object's (address, type) for HeapDiff.
+    :param keep_objects: test harness: also return every counted object (strong
+        references, taken while the walk still pins them); implies record.
+    :returns: a :class:`RawCensus`.
+    :raises MemoryError: if the bookkeeping cannot be allocated; the heap and
+        the GC state are left as they were.
+    """
+    cdef Walk w
+    cdef Py_ssize_t i, n
+    cdef PyObject* o
+    cdef int was_enabled
+    cdef int64_t t0 = _time.perf_counter_ns()
+    cdef RawCensus result
+    cdef list objects
+    cdef uint32_t ti
+
+    memset(&w, 0, sizeof(Walk))
+    if keep_objects:
+        record = True
+    w.recording = record
+    w.slow_sizes = _slow_sizes
+    w.sizeof_name = <PyObject*>_SIZEOF_NAME
+    w.object_sizeof = _OBJECT_SIZEOF
+    deferred = []
+    w.deferred = <PyObject*>deferred
+
+    was_enabled = PyGC_Disable()
+    try:
+        objects = _gc.get_objects()
+        n = PyList_GET_SIZE(<PyObject*>objects)
+        # Objects frozen with gc.freeze() are tracked but absent from
+        # gc.get_objects(); when there are any, tracked referents must be
+        # deduplicated too, or they would be skipped.
+        w.dedup_tracked = (not tracked_only) and _gc.get_freeze_count() > 0
+        want = 1024
+        if not tracked_only:
+            want = (2 * n) if w.dedup_tracked else (n // 2 + 1024)
+        if ptrset_init(&w.seen, want) < 0 or types_init(&w.types) < 0:
+            raise MemoryError("memwatch: cannot allocate the census tables")
+        if w.dedup_tracked:
+            for i in range(n):
+                if ptrset_add(&w.seen, <uintptr_t>PyList_GET_ITEM(<PyObject*>objects, i)) < 0:
+                    raise MemoryError("memwatch: cannot allocate the census tables")
+        for i in range(n):
+            o = PyList_GET_ITEM(<PyObject*>objects, i)
+            if _account(&w, o) < 0:
+                break
+            if not tracked_only:
+                if _expand(&w, o) < 0 or _drain(&w) < 0:
+                    break
+        if w.error == ERR_NOMEM:
+            raise MemoryError("memwatch: out of memory during the heap census "
+                              "(the census needs about 24 bytes per object)")
+        if w.error == ERR_PYTHON:
+            raise MemoryError("memwatch: could not queue an object for sizing")
+
+        result = RawCensus.__new__(RawCensus)
+        result.overhead_bytes = _walk_overhead(&w) + n * sizeof(PyObject*) + w.records.cap * sizeof(Record)
+        # Names are computed while every type is still pinned by the walk.
+        names = []
+        for ti in range(w.types.n):
+            names.append(_type_name(w.types.entries[ti].tp))
+        result._set_names(names)
+        del names
+        if keep_objects:
+            result.objects = [<object><PyObject*>w.records.items[i].addr
+                              for i in range(<Py_ssize_t>w.records.size)]
+        # From here on Python code may run (user __sizeof__ methods).
+        _finish_deferred(&w)
+        del deferred
+        objects = None
+        w.deferred = NULL
+        result.tracked_only = tracked_only
+        result.total_count = w.total_count
+        result.total_size = w.total_size
+        result.sizeof_errors = w.sizeof_errors
+        result.ntypes = w.types.n
+        # Hand the C arrays over to the result.
+        result.entries = w.types.entries
+        w.types.entries = NULL
+        if record:
+            _sort_records(w.records.items, w.records.size)
+            result.records = w.records.items
+            result.nrecords = w.records.size
+            w.records.items = NULL
+        result.elapsed_ns = _time.perf_counter_ns() - t0
+        return result
+    finally:
+        _walk_free(&w)
+        if was_enabled:
+            PyGC_Enable()
+
+
+# --------------------------------------------------------------------------
+# Identity diff (HeapDiff)
+# --------------------------------------------------------------------------
+
+cdef int _sort_records(Record* recs, size_t n) except -1:
+    """LSD radix sort by address, 16 bits a pass, over the bits that vary."""
+    cdef uintptr_t lo_or = 0, diff = 0, first
+    cdef size_t i
+    cdef int low = 0, high = 0, shift
+    cdef Record* tmp
+    cdef Record* src
+    cdef Record* dst
+    cdef Record* swap
+    cdef size_t* counts
+    cdef size_t total, c
+    cdef uint32_t digit
+    if n < 2:
+        return 0
+    first = recs[0].addr
+    for i in range(n):
+        lo_or |= recs[i].addr
+        diff |= recs[i].addr ^ first
+    if diff == 0:
+        return 0
+    while not (lo_or >> low) & 1 and low < 63:
+        low += 1
+    high = 63
+    while not (diff >> high) & 1:
+        high -= 1
+    tmp = <Record*>PyMem_RawMalloc(n * sizeof(Record))
+    counts = <size_t*>PyMem_RawMalloc(65536 * sizeof(size_t))
+    if tmp == NULL or counts == NULL:
+        PyMem_RawFree(tmp)
+        PyMem_RawFree(counts)
+        raise MemoryError("memwatch: cannot allocate the HeapDiff sort buffer")
+    src = recs
+    dst = tmp
+    shift = low
+    while shift <= high:
+        memset(counts, 0, 65536 * sizeof(size_t))
+        for i in range(n):
+            counts[(src[i].addr >> shift) & 0xFFFF] += 1
+        total = 0
+        for digit in range(65536):
+            c = counts[digit]
+            counts[digit] = total
+            total += c
+        for i in range(n):
+            digit = (src[i].addr >> shift) & 0xFFFF
+            dst[counts[digit]] = src[i]
+            counts[digit] += 1
+        swap = src
+        src = dst
+        dst = swap
+        shift += 16
+    if src != recs:
+        memcpy(recs, src, n * sizeof(Record))
+    PyMem_RawFree(tmp)
+    PyMem_RawFree(counts)
+    return 0
+
+
+cdef bint _same_name(RawCensus a, uint32_t i, RawCensus b, uint32_t j):
+    cdef size_t la = a.name_off[i + 1] - a.name_off[i]
+    cdef size_t lb = b.name_off[j + 1] - b.name_off[j]
+    return la == lb and memcmp(a.name_buf + a.name_off[i], b.name_buf + b.name_off[j], la) == 0
+
+
+def identity_diff(RawCensus before, RawCensus after):
+    """Compare two recorded censuses object by object.
+
+    An object is the same in both when its address and its type are the same
+    (its type: the same type object, still carrying the same name).  A reused
+    address with a different type counts as one freed and one allocated; a
+    reused address with the same type cannot be told from a survivor.
+
+    :returns: ``(freed, allocated)``: two dicts ``{type name: count}``.
+    """
+    cdef size_t i = 0, j = 0
+    cdef Record* b = before.records
+    cdef Record* a = after.records
+    cdef size_t nb = before.nrecords, na = after.nrecords
+    cdef uint64_t* freed
+    cdef uint64_t* alloc
+    cdef long* b2a
+    cdef uint32_t ti, tj
+    if (nb and b == NULL) or (na and a == NULL):
+        raise ValueError("identity_diff needs censuses taken with record=True")
+    freed = <uint64_t*>PyMem_RawCalloc(before.ntypes + 1, sizeof(uint64_t))
+    alloc = <uint64_t*>PyMem_RawCalloc(after.ntypes + 1, sizeof(uint64_t))
+    b2a = <long*>PyMem_RawMalloc((before.ntypes + 1) * sizeof(long))
+    if freed == NULL or alloc == NULL or b2a == NULL:
+        PyMem_RawFree(freed)
+        PyMem_RawFree(alloc)
+        PyMem_RawFree(b2a)
+        raise MemoryError("memwatch: cannot allocate the HeapDiff tables")
+    try:
+        # Which after-type is each before-type (same address and same name)?
+        after_index = {}
+        for tj in range(after.ntypes):
+            after_index[after.entries[tj].tp] = tj
+        for ti in range(before.ntypes):
+            tj_obj = after_index.get(before.entries[ti].tp)
+            if tj_obj is not None and _same_name(before, ti, after, <uint32_t>tj_obj):
+                b2a[ti] = tj_obj
+            else:
+                b2a[ti] = -1
+        while i < nb and j < na:
+            if b[i].addr < a[j].addr:
+                freed[b[i].tidx] += 1
+                i += 1
+            elif b[i].addr > a[j].addr:
+                alloc[a[j].tidx] += 1
+                j += 1
+            else:
+                if b2a[b[i].tidx] != <long>a[j].tidx:
+                    freed[b[i].tidx] += 1
+                    alloc[a[j].tidx] += 1
+                i += 1
+                j += 1
+        while i < nb:
+            freed[b[i].tidx] += 1
+            i += 1
+        while j < na:
+            alloc[a[j].tidx] += 1
+            j += 1
+        freed_by_name = {}
+        alloc_by_name = {}
+        for ti in range(before.ntypes):
+            if freed[ti]:
+                name = before._name(ti)
+                freed_by_name[name] = freed_by_name.get(name, 0) + freed[ti]
+        for tj in range(after.ntypes):
+            if alloc[tj]:
+                name = after._name(tj)
+                alloc_by_name[name] = alloc_by_name.get(name, 0) + alloc[tj]
+        return freed_by_name, alloc_by_name
+    finally:
+        PyMem_RawFree(freed)
+        PyMem_RawFree(alloc)
+        PyMem_RawFree(b2a)
+
+
+def release_records(RawCensus census):
+    """Free a census's identity records early (HeapDiff.end() is done with them)."""
+    if census.records != NULL:
+        PyMem_RawFree(census.records)
+        census.records = NULL
+        census.nrecords = 0
+
+
+# --------------------------------------------------------------------------
+# Self-check and test harness
+# --------------------------------------------------------------------------
+
+def inline_size(obj):
+    """Test harness: the size the walk computes for ``obj`` without calling
+    ``sys.getsizeof`` (``None`` where the walk would defer to it)."""
+    cdef PyCFunction fn = NULL
+    cdef int kind = mw_classify_sizeof(mw_type(<PyObject*>obj), _SIZEOF_NAME, _OBJECT_SIZEOF, &fn)
+    if kind == MW_SIZEOF_OBJECT:
+        return mw_object_sizeof(<PyObject*>obj) + mw_presize(<PyObject*>obj)
+    if kind == MW_SIZEOF_CFUNC:
+        return mw_call_cfunc(fn, <PyObject*>obj) + mw_presize(<PyObject*>obj)
+    return None
+
+
+def gc_head_size():
+    """Bytes of the GC pre-header this build assumes (``sizeof(PyGC_Head)``)."""
+    return MW_GC_HEAD_SIZE
+
+
+def _self_check():
+    """Verify the inline size paths against sys.getsizeof on sample objects.
+
+    Returns the list of mismatches; if there are any, the census switches to
+    the exact (slower) path of calling sys.getsizeof for every object."""
+    global _slow_sizes
+
+    class _Plain:
+        pass
+
+    class _Slotted:
+        __slots__ = ("a",)
+
+    samples = [object(), [], [1, 2, 3], (), (1, 2), {}, {"a": 1}, "", "abc", "\u20ac" * 9,
+               b"xy", 0, 1, 2 ** 100, -(2 ** 70), 1.5, 1j, set(), frozenset([1]), bytearray(5),
+               _Plain(), _Slotted(), _Plain, int, type, len, _self_check.__code__, range(3),
+               True, None, Ellipsis]
+    bad = []
+    for obj in samples:
+        size = inline_size(obj)
+        if size is not None and size != _sys.getsizeof(obj):
+            bad.append((type(obj).__name__, size, _sys.getsizeof(obj)))
+    _slow_sizes = bool(bad)
+    return bad
+
+
+_SELF_CHECK_MISMATCHES = _self_check()
