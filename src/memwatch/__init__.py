@@ -12,11 +12,11 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "census": "memwatch.census",
-    "Census": "memwatch.census",
-    "TypeStat": "memwatch.census",
-    "TypeStatDiff": "memwatch.census",
-    "type_name": "memwatch.census",
+    "census": "memwatch.typestats",
+    "Census": "memwatch.typestats",
+    "TypeStat": "memwatch.typestats",
+    "TypeStatDiff": "memwatch.typestats",
+    "type_name": "memwatch.typestats",
     "HeapDiff": "memwatch.heapdiff",
     "HeapDiffError": "memwatch.heapdiff",
     "format_size": "memwatch.formatting",

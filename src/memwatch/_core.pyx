@@ -64,6 +64,40 @@ cdef extern from "_compat.h":
 # Bookkeeping structures (all in PyMem_Raw memory)
 # --------------------------------------------------------------------------
 
+# Test harness: make the Nth bookkeeping allocation from now fail (-1: never),
+# so tests can prove every failure path raises MemoryError and restores state.
+cdef Py_ssize_t _fail_countdown = -1
+
+
+cdef inline bint _inject_failure() noexcept nogil:
+    global _fail_countdown
+    if _fail_countdown < 0:
+        return False
+    if _fail_countdown == 0:
+        _fail_countdown = -1
+        return True
+    _fail_countdown -= 1
+    return False
+
+
+cdef inline void* _malloc(size_t n) noexcept nogil:
+    return NULL if _inject_failure() else PyMem_RawMalloc(n)
+
+
+cdef inline void* _calloc(size_t n, size_t size) noexcept nogil:
+    return NULL if _inject_failure() else PyMem_RawCalloc(n, size)
+
+
+cdef inline void* _realloc(void* p, size_t n) noexcept nogil:
+    return NULL if _inject_failure() else PyMem_RawRealloc(p, n)
+
+
+def _fail_allocation_after(Py_ssize_t n):
+    """Test harness: the allocation after the next ``n`` ones fails (-1 disarms)."""
+    global _fail_countdown
+    _fail_countdown = n
+
+
 cdef uint64_t _FIB = 0x9E3779B97F4A7C15ULL
 
 cdef inline size_t _next_pow2(size_t n) noexcept nogil:
@@ -82,7 +116,7 @@ cdef struct PtrSet:
 
 cdef int ptrset_init(PtrSet* s, size_t want) noexcept nogil:
     cdef size_t cap = _next_pow2(want)
-    s.slots = <uintptr_t*>PyMem_RawCalloc(cap, sizeof(uintptr_t))
+    s.slots = <uintptr_t*>_calloc(cap, sizeof(uintptr_t))
     if s.slots == NULL:
         return -1
     s.cap = cap
@@ -154,7 +188,7 @@ cdef inline int stack_push(PtrStack* st, PyObject* o) noexcept nogil:
     cdef PyObject** grown
     if st.size == st.cap:
         newcap = st.cap * 2 if st.cap else 1024
-        grown = <PyObject**>PyMem_RawRealloc(st.items, newcap * sizeof(PyObject*))
+        grown = <PyObject**>_realloc(st.items, newcap * sizeof(PyObject*))
         if grown == NULL:
             return -1
         st.items = grown
@@ -182,7 +216,7 @@ cdef inline int records_push(RecordBuf* rb, uintptr_t addr, uint32_t tidx) noexc
     cdef Record* grown
     if rb.size == rb.cap:
         newcap = rb.cap + rb.cap // 2 if rb.cap else 4096
-        grown = <Record*>PyMem_RawRealloc(rb.items, newcap * sizeof(Record))
+        grown = <Record*>_realloc(rb.items, newcap * sizeof(Record))
         if grown == NULL:
             return -1
         rb.items = grown
@@ -216,10 +250,10 @@ cdef struct TypeTable:
 cdef int types_init(TypeTable* t) noexcept nogil:
     t.n = 0
     t.cap = 256
-    t.entries = <TypeEntry*>PyMem_RawMalloc(t.cap * sizeof(TypeEntry))
+    t.entries = <TypeEntry*>_malloc(t.cap * sizeof(TypeEntry))
     t.index_cap = 1024
     t.index_shift = 64 - 10
-    t.index = <uint32_t*>PyMem_RawCalloc(t.index_cap, sizeof(uint32_t))
+    t.index = <uint32_t*>_calloc(t.index_cap, sizeof(uint32_t))
     t.last_tp = 0
     t.last_idx = 0
     if t.entries == NULL or t.index == NULL:
@@ -239,7 +273,7 @@ cdef void types_free(TypeTable* t) noexcept nogil:
 
 cdef int types_reindex(TypeTable* t) noexcept nogil:
     cdef size_t newcap = t.index_cap * 2
-    cdef uint32_t* idx = <uint32_t*>PyMem_RawCalloc(newcap, sizeof(uint32_t))
+    cdef uint32_t* idx = <uint32_t*>_calloc(newcap, sizeof(uint32_t))
     cdef size_t j, mask = newcap - 1
     cdef uint32_t i
     if idx == NULL:
@@ -309,7 +343,7 @@ cdef inline long _type_index(Walk* w, PyTypeObject* tp) noexcept:
         j = (j + 1) & mask
     # New type.
     if t.n == t.cap:
-        grown = <TypeEntry*>PyMem_RawRealloc(t.entries, 2 * t.cap * sizeof(TypeEntry))
+        grown = <TypeEntry*>_realloc(t.entries, 2 * t.cap * sizeof(TypeEntry))
         if grown == NULL:
             return -1
         t.entries = grown
@@ -511,8 +545,8 @@ cdef class RawCensus:
         cdef bytes b
         for b in encoded:
             total += len(b) + 1
-        self.name_buf = <char*>PyMem_RawMalloc(total + 1)
-        self.name_off = <size_t*>PyMem_RawMalloc((len(encoded) + 1) * sizeof(size_t))
+        self.name_buf = <char*>_malloc(total + 1)
+        self.name_off = <size_t*>_malloc((len(encoded) + 1) * sizeof(size_t))
         if self.name_buf == NULL or self.name_off == NULL:
             raise MemoryError("memwatch: cannot allocate the type name table")
         for i, b in enumerate(encoded):
@@ -703,8 +737,8 @@ cdef int _sort_records(Record* recs, size_t n) except -1:
     high = 63
     while not (diff >> high) & 1:
         high -= 1
-    tmp = <Record*>PyMem_RawMalloc(n * sizeof(Record))
-    counts = <size_t*>PyMem_RawMalloc(65536 * sizeof(size_t))
+    tmp = <Record*>_malloc(n * sizeof(Record))
+    counts = <size_t*>_malloc(65536 * sizeof(size_t))
     if tmp == NULL or counts == NULL:
         PyMem_RawFree(tmp)
         PyMem_RawFree(counts)
@@ -762,9 +796,9 @@ def identity_diff(RawCensus before, RawCensus after):
     cdef uint32_t ti, tj
     if (nb and b == NULL) or (na and a == NULL):
         raise ValueError("identity_diff needs censuses taken with record=True")
-    freed = <uint64_t*>PyMem_RawCalloc(before.ntypes + 1, sizeof(uint64_t))
-    alloc = <uint64_t*>PyMem_RawCalloc(after.ntypes + 1, sizeof(uint64_t))
-    b2a = <long*>PyMem_RawMalloc((before.ntypes + 1) * sizeof(long))
+    freed = <uint64_t*>_calloc(before.ntypes + 1, sizeof(uint64_t))
+    alloc = <uint64_t*>_calloc(after.ntypes + 1, sizeof(uint64_t))
+    b2a = <long*>_malloc((before.ntypes + 1) * sizeof(long))
     if freed == NULL or alloc == NULL or b2a == NULL:
         PyMem_RawFree(freed)
         PyMem_RawFree(alloc)

@@ -1,4 +1,4 @@
-"""memwatch.census(): per-type object counts and sizes for the whole heap.
+"""memwatch.census() (module memwatch.typestats): per-type object counts and sizes for the whole heap.
 
 Shaped after CPython's tracemalloc: small ``__slots__`` value classes over the
 raw tuples that the C core returns, and ``Census.compare_to()`` returning
