@@ -12,7 +12,7 @@ def reference_walk(extra_roots=()):
 
     The objects are kept alive by the returned dict, so ids stay valid while
     the caller compares.  The GC is disabled during the walk."""
-    from memwatch.census import type_name
+    from memwatch.typestats import type_name
 
     was_enabled = gc.isenabled()
     gc.disable()

@@ -638,12 +638,15 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
     w.slow_sizes = _slow_sizes
     w.sizeof_name = <PyObject*>_SIZEOF_NAME
     w.object_sizeof = _OBJECT_SIZEOF
-    deferred = []
-    w.deferred = <PyObject*>deferred
+    deferred = None
 
     was_enabled = PyGC_Disable()
     try:
         objects = _gc.get_objects()
+        # Created after the object list, so the walk can never reach (and
+        # count) its own bookkeeping.
+        deferred = []
+        w.deferred = <PyObject*>deferred
         n = PyList_GET_SIZE(<PyObject*>objects)
         # Objects frozen with gc.freeze() are tracked but absent from
         # gc.get_objects(); when there are any, tracked referents must be
@@ -665,6 +668,17 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
             if not tracked_only:
                 if _expand(&w, o) < 0 or _drain(&w) < 0:
                     break
+        if w.dedup_tracked and not w.error:
+            # Frozen objects are live but absent from gc.get_objects(): reach
+            # them from what keeps a program alive, the modules and the thread
+            # stacks.  The root containers built here are visited through, not
+            # counted (their items are visited, they themselves are not).
+            roots = [_sys.modules]
+            roots.extend(_sys._current_frames().values())
+            for root in roots:
+                if _visit(<PyObject*>root, &w) != 0 or _drain(&w) < 0:
+                    break
+            roots = None
         if w.error == ERR_NOMEM:
             raise MemoryError("memwatch: out of memory during the heap census "
                               "(the census needs about 24 bytes per object)")

@@ -1,0 +1,348 @@
+"""The C census against the pure-Python oracle, and its robustness."""
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import weakref
+from collections import Counter, defaultdict
+
+import pytest
+
+import memwatch
+from memwatch import _core
+from memwatch.typestats import Census, TypeStat
+
+from reference import reference_walk
+
+
+def _getsizeof(obj):
+    try:
+        size = sys.getsizeof(obj)
+    except Exception:
+        return type(obj).__basicsize__
+    return size
+
+
+@pytest.fixture
+def gc_off():
+    was = gc.isenabled()
+    gc.disable()
+    yield
+    if was:
+        gc.enable()
+
+
+class Leaky:
+    def __init__(self, i):
+        self.i = i
+        self.tag = "leaky-%d" % i
+
+
+def test_self_check_finds_no_mismatch():
+    # The inline size paths agree with sys.getsizeof on this interpreter.
+    assert _core._SELF_CHECK_MISMATCHES == []
+
+
+def _census_vs_reference():
+    keep = [Leaky(i) for i in range(2000)]  # noqa: F841 (kept alive on purpose)
+    raw = _core.walk(keep_objects=True)
+    # Sized at once: the oracle's walk below may resize a dict or two.
+    sizes = [_getsizeof(o) for o in raw.objects]
+    ref = reference_walk()
+    return raw, sizes, ref
+
+
+def test_census_is_a_superset_of_the_reference(gc_off):
+    raw, _sizes, ref = _census_vs_reference()
+    counted = {id(o) for o in raw.objects}
+    assert len(counted) == len(raw.objects) == raw.total_count  # each object once
+    created_after = {id(raw), id(raw.objects), id(_sizes)} | {id(s) for s in _sizes}
+    missing = Counter(name for key, (name, _size, _obj) in ref.items()
+                      if key not in counted and key not in created_after)
+    assert not missing, missing
+
+
+def test_census_sizes_equal_sys_getsizeof_for_every_object(gc_off):
+    raw, sizes, ref = _census_vs_reference()
+    expected = defaultdict(lambda: [0, 0])
+    for obj, size in zip(raw.objects, sizes):
+        slot = expected[memwatch.type_name(type(obj))]
+        slot[0] += 1
+        slot[1] += size
+    got = defaultdict(lambda: [0, 0])
+    for name, count, size in raw.rows():
+        got[name][0] += count
+        got[name][1] += size
+    assert dict(got) == dict(expected)
+    assert raw.total_size == sum(v[1] for v in expected.values())
+    # And on every object both reached, the oracle's size is the census's.
+    census_size = {id(o): s for o, s in zip(raw.objects, sizes)}
+    mismatched = [(name, size, census_size[key]) for key, (name, size, _obj) in ref.items()
+                  if key in census_size and census_size[key] != size]
+    # Only containers the oracle's own walk touched may have changed size.
+    assert len(mismatched) <= 2 and all(m[0] in ("dict", "list") for m in mismatched), mismatched
+
+
+def test_census_sees_strings_held_only_as_dict_keys(gc_off):
+    key = "".join(["memwatch-only-a-key-", str(id(object()))])
+    holder = {key: 1}
+    raw = _core.walk(keep_objects=True)
+    assert any(o is key for o in raw.objects)
+    # gc.get_referents() does not report the keys of a str-keyed dict.
+    assert not any(o is key for o in gc.get_referents(holder))
+
+
+def test_census_sees_code_object_constants(gc_off):
+    src = "def f():\n    return 'memwatch-constant-only-in-code-%d'\n" % id(object())
+    namespace = {}
+    exec(compile(src, "<memwatch-test>", "exec"), namespace)
+    func = namespace["f"]
+    constants = [c for c in func.__code__.co_consts if isinstance(c, str)]
+    assert constants
+    raw = _core.walk(keep_objects=True)
+    counted = {id(o) for o in raw.objects}
+    assert id(constants[0]) in counted
+    assert gc.get_referents(func.__code__) == []  # invisible to the oracle
+
+
+def test_tracked_only_counts_exactly_the_gc_tracked_objects(gc_off):
+    raw = _core.walk(tracked_only=True, keep_objects=True)
+    tracked = gc.get_objects()
+    counted = {id(o) for o in raw.objects}
+    expected = {id(o) for o in tracked} - {id(raw), id(raw.objects)}
+    assert counted == expected
+    assert raw.tracked_only and raw.total_count == len(counted)
+    assert memwatch.census(tracked_only=True).tracked_only
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_gc_state_is_restored(enabled):
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        memwatch.census()
+        assert gc.isenabled() is enabled
+        _core._fail_allocation_after(0)
+        with pytest.raises(MemoryError):
+            memwatch.census()
+        assert gc.isenabled() is enabled
+    finally:
+        _core._fail_allocation_after(-1)
+        (gc.enable if was else gc.disable)()
+
+
+def test_every_allocation_failure_raises_memoryerror_cleanly():
+    outcomes = Counter()
+    for n in range(64):
+        _core._fail_allocation_after(n)
+        try:
+            raw = _core.walk(record=True)
+        except MemoryError as exc:
+            assert "memwatch" in str(exc)
+            outcomes["MemoryError"] += 1
+        else:
+            outcomes["ok"] += 1
+            assert raw.total_count > 0
+        finally:
+            _core._fail_allocation_after(-1)
+        assert gc.isenabled()
+    assert outcomes["MemoryError"] >= 5 and outcomes["ok"] >= 1
+
+
+def test_million_long_linked_list_and_deep_nesting():
+    class Node:
+        __slots__ = ("next",)
+
+    head = None
+    for _ in range(1_000_000):
+        node = Node()
+        node.next = head
+        head = node
+    nested_list = []
+    for _ in range(100_000):
+        nested_list = [nested_list]
+    # Untracked all the way down: a collection untracks a chain of tuples that
+    # holds nothing tracked, so only the walk's own stack reaches the bottom.
+    nested_tuple = ("bottom",)
+    for _ in range(300_000):
+        nested_tuple = (nested_tuple,)
+        gc.collect(0)   # untracks the new level: everything below is untracked
+    holder = [nested_tuple]  # noqa: F841
+    assert not gc.is_tracked(nested_tuple)
+    before = memwatch.census()
+    assert before.count(memwatch.type_name(Node)) == 1_000_000
+    assert before.count("list") >= 100_000
+    del holder
+    after = memwatch.census()
+    assert before.count("tuple") - after.count("tuple") >= 300_000
+    del head, nested_list
+
+
+class RaisingSizeof:
+    def __sizeof__(self):
+        raise RuntimeError("no size for you")
+
+
+class AllocatingSizeof:
+    created = []
+
+    def __sizeof__(self):
+        # Allocates, mutates a container the walk may be looking at, collects.
+        AllocatingSizeof.created.append([object() for _ in range(50)])
+        gc.collect()
+        return 1000
+
+
+class BadSizeof:
+    def __sizeof__(self):
+        return "not an int"
+
+
+def test_hostile_sizeof_methods_do_not_crash_or_corrupt():
+    objs = ([RaisingSizeof() for _ in range(10)] + [AllocatingSizeof() for _ in range(10)]
+            + [BadSizeof() for _ in range(10)])
+    result = memwatch.census()
+    assert result.count(memwatch.type_name(RaisingSizeof)) == 10
+    assert result.size(memwatch.type_name(RaisingSizeof)) == 10 * RaisingSizeof.__basicsize__
+    assert result.size(memwatch.type_name(AllocatingSizeof)) == 10 * sys.getsizeof(AllocatingSizeof())
+    assert result.size(memwatch.type_name(BadSizeof)) == 10 * BadSizeof.__basicsize__
+    assert result.sizeof_errors >= 20
+    assert gc.isenabled()
+    del objs
+    AllocatingSizeof.created.clear()
+
+
+def test_census_keeps_nothing_alive():
+    obj = Leaky(1)
+    ref = weakref.ref(obj)
+    result = memwatch.census()
+    raw = _core.walk(record=True)
+    del obj
+    assert ref() is None
+    assert result.count(memwatch.type_name(Leaky)) >= 1 and raw.total_count > 0
+
+
+def test_census_does_not_count_its_own_bookkeeping(gc_off):
+    # gc.get_objects() inside the walk returns a list as long as the heap; it
+    # must not show up (as one huge list) in the result.
+    first = memwatch.census()
+    second = memwatch.census()
+    assert abs(second.size("list") - first.size("list")) < 8 * 1024
+    # The second census sees the first one's result (rows, names), no more.
+    assert second.total_count - first.total_count < 4 * len(first.rows) + 100
+    raw = _core.walk(keep_objects=True)
+    biggest_list = max(sys.getsizeof(o) for o in raw.objects
+                       if type(o) is list and o is not raw.objects)
+    assert biggest_list < 4 * raw.total_count
+
+
+def test_type_names_are_qualified_and_never_merge_by_accident(run_script):
+    proc = run_script("""
+        import json, sys, types, memwatch
+        a = types.ModuleType("pkg_a"); b = types.ModuleType("pkg_b")
+        exec("class Session: pass", a.__dict__); exec("class Session: pass", b.__dict__)
+        class Outer:
+            class Inner: pass
+        keep = [a.Session() for _ in range(3)] + [b.Session() for _ in range(5)] + [Outer.Inner()]
+        c = memwatch.census()
+        print(json.dumps({n: c.count(n) for n in ["pkg_a.Session", "pkg_b.Session",
+                          "__main__.Outer.Inner", "dict", "str"]}))
+        print(memwatch.type_name(dict), memwatch.type_name(Outer.Inner), memwatch.type_name(type(sys)))
+    """)
+    counts_line, names_line = proc.stdout.strip().splitlines()
+    counts = json.loads(counts_line)
+    assert counts["pkg_a.Session"] == 3 and counts["pkg_b.Session"] == 5
+    assert counts["__main__.Outer.Inner"] == 1
+    assert counts["dict"] > 0 and counts["str"] > 0
+    assert names_line == "dict __main__.Outer.Inner module"
+
+
+def test_frozen_objects_are_still_found(run_script):
+    # gc.freeze() moves objects out of gc.get_objects(); what they reach and what
+    # reaches them must still be counted, exactly as the oracle sees it.
+    proc = run_script("""
+        import gc, sys, memwatch
+        from memwatch import _core
+        from reference import reference_walk
+        class Frozen: pass
+        frozen = [Frozen() for _ in range(100)]      # only a frozen dict holds it
+        gc.freeze()
+        assert gc.get_freeze_count() > 0 and gc.get_objects() == []
+
+        def check():
+            holder = [Frozen() for _ in range(7)]    # new objects, not frozen
+            gc.disable()
+            ref = reference_walk()
+            raw = _core.walk(keep_objects=True)
+            counted = {id(o) for o in raw.objects}
+            missing = [v[0] for k, v in ref.items() if k not in counted]
+            return len(missing), sum(1 for o in raw.objects if type(o) is Frozen)
+        print(*check())
+    """)
+    missing, frozen = proc.stdout.split()
+    # Everything the oracle can reach, and the frozen instances it cannot.
+    assert int(missing) == 0 and int(frozen) == 107
+
+
+def test_census_api_shapes():
+    keep = [Leaky(i) for i in range(100)]
+    old = memwatch.census()
+    keep += [Leaky(i) for i in range(50)]
+    new = memwatch.census()
+    name = memwatch.type_name(Leaky)
+    assert isinstance(new, Census) and isinstance(new.rows[0], TypeStat)
+    assert new[name].count == old[name].count + 50
+    sizes = [r.size for r in new.rows]
+    assert sizes == sorted(sizes, reverse=True)
+    diffs = new.compare_to(old)
+    row = next(d for d in diffs if d.name == name)
+    assert row.count_diff == 50 and row.size_diff == 50 * sys.getsizeof(keep[0])
+    assert [abs(d.size_diff) for d in diffs] == sorted((abs(d.size_diff) for d in diffs), reverse=True)
+    data = json.loads(json.dumps(new.to_dict(limit=5)))
+    assert set(data) >= {"nodes", "size_bytes", "size", "types"} and len(data["types"]) == 5
+    assert data["nodes"] == new.total_count
+    table = new.format(limit=3)
+    assert "total" in table and "more types" in table
+    assert new.elapsed > 0 and new.overhead_bytes > 0
+    with pytest.raises(KeyError, match="no objects of type"):
+        new["no.such.Type"]
+    assert new.get("no.such.Type") is None and new.count("no.such.Type") == 0
+    with pytest.raises(TypeError):
+        memwatch.type_name("dict")
+
+
+def test_census_with_collect_ignores_garbage():
+    class Cyclic:
+        pass
+
+    for _ in range(500):
+        a, b = Cyclic(), Cyclic()
+        a.other, b.other = b, a
+    del a, b
+    gc.disable()
+    try:
+        assert memwatch.census(collect=True).count(memwatch.type_name(Cyclic)) == 0
+    finally:
+        gc.enable()
+
+
+def test_census_from_many_threads_at_once():
+    import threading
+
+    errors = []
+    results = []
+
+    def worker():
+        try:
+            for _ in range(3):
+                results.append(memwatch.census().total_count)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 12 and all(r > 0 for r in results)
