@@ -530,6 +530,7 @@ cdef class RawCensus:
     cdef readonly int64_t elapsed_ns
     cdef readonly uint64_t overhead_bytes  # peak bookkeeping bytes of the walk
     cdef readonly bint tracked_only
+    cdef readonly bint recorded           # identity records present (record=True)
     cdef readonly object objects          # test harness only: the counted objects
 
     def __dealloc__(self):
@@ -713,6 +714,7 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
             _sort_records(w.records.items, w.records.size)
             result.records = w.records.items
             result.nrecords = w.records.size
+            result.recorded = True
             w.records.items = NULL
         result.elapsed_ns = _time.perf_counter_ns() - t0
         return result
@@ -808,8 +810,9 @@ def identity_diff(RawCensus before, RawCensus after):
     cdef uint64_t* alloc
     cdef long* b2a
     cdef uint32_t ti, tj
-    if (nb and b == NULL) or (na and a == NULL):
-        raise ValueError("identity_diff needs censuses taken with record=True")
+    if not (before.recorded and after.recorded):
+        raise ValueError("identity_diff needs censuses taken with record=True "
+                         "(and not yet released)")
     freed = <uint64_t*>_calloc(before.ntypes + 1, sizeof(uint64_t))
     alloc = <uint64_t*>_calloc(after.ntypes + 1, sizeof(uint64_t))
     b2a = <long*>_malloc((before.ntypes + 1) * sizeof(long))
@@ -871,6 +874,7 @@ def release_records(RawCensus census):
         PyMem_RawFree(census.records)
         census.records = NULL
         census.nrecords = 0
+    census.recorded = False
 
 
 # --------------------------------------------------------------------------
