@@ -92,6 +92,10 @@ cdef inline void* _realloc(void* p, size_t n) noexcept nogil:
     return NULL if _inject_failure() else PyMem_RawRealloc(p, n)
 
 
+cdef inline void _free(void* p) noexcept nogil:
+    PyMem_RawFree(p)
+
+
 def _fail_allocation_after(Py_ssize_t n):
     """Test harness: the allocation after the next ``n`` ones fails (-1 disarms)."""
     global _fail_countdown
@@ -112,6 +116,16 @@ cdef struct PtrSet:
     size_t cap          # a power of two
     size_t used
     int shift           # 64 - log2(cap), for Fibonacci hashing
+
+
+cdef inline size_t _set_slot(uintptr_t p, size_t mask) noexcept nogil:
+    """Slot for an object address in the seen-set.
+
+    Objects reached one after another were mostly allocated near each other
+    (pymalloc arenas are 1 MiB), so the low 20 address bits are kept in order,
+    which keeps consecutive probes in the same cache lines; the arena number
+    is hashed so that different arenas land on unrelated parts of the table."""
+    return <size_t>(((p >> 4) + (((<uint64_t>p >> 20) * _FIB) >> 40)) & mask)
 
 
 cdef int ptrset_init(PtrSet* s, size_t want) noexcept nogil:
@@ -149,7 +163,7 @@ cdef int ptrset_grow(PtrSet* s) noexcept nogil:
     for i in range(s.cap):
         p = s.slots[i]
         if p != 0:
-            j = _slot(p, bigger.shift)
+            j = _set_slot(p, mask)
             while bigger.slots[j] != 0:
                 j = (j + 1) & mask
             bigger.slots[j] = p
@@ -166,7 +180,7 @@ cdef inline int ptrset_add(PtrSet* s, uintptr_t p) noexcept nogil:
         if ptrset_grow(s) < 0:
             return -1
     mask = s.cap - 1
-    j = _slot(p, s.shift)
+    j = _set_slot(p, mask)
     while True:
         if s.slots[j] == p:
             return 0
@@ -320,6 +334,7 @@ cdef struct Walk:
 cdef object _SIZEOF_NAME = _sys.intern("__sizeof__")
 cdef PyCFunction _OBJECT_SIZEOF = mw_method_cfunc(object.__dict__["__sizeof__"])
 cdef bint _slow_sizes = False   # set by _self_check() if the inline sizes disagree
+cdef size_t _untracked_hint = 0  # untracked objects the last full walk found
 
 
 cdef inline long _type_index(Walk* w, PyTypeObject* tp) noexcept:
@@ -631,6 +646,7 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
     cdef RawCensus result
     cdef list objects
     cdef uint32_t ti
+    global _untracked_hint
 
     memset(&w, 0, sizeof(Walk))
     if keep_objects:
@@ -653,11 +669,23 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
         # gc.get_objects(); when there are any, tracked referents must be
         # deduplicated too, or they would be skipped.
         w.dedup_tracked = (not tracked_only) and _gc.get_freeze_count() > 0
+        # Size the seen-set so that it need not grow: the last walk's count of
+        # untracked objects is the best guess of this one's.
         want = 1024
         if not tracked_only:
-            want = (2 * n) if w.dedup_tracked else (n // 2 + 1024)
+            want = max(_untracked_hint, n // 2) + n // 8 + 1024
+            if w.dedup_tracked:
+                want += n
+            want = want * 4 // 3
         if ptrset_init(&w.seen, want) < 0 or types_init(&w.types) < 0:
             raise MemoryError("memwatch: cannot allocate the census tables")
+        if record:
+            # Room for every object the last walk found, so the array of
+            # records is not copied over and over as it grows.
+            w.records.cap = n + (0 if tracked_only else _untracked_hint + n // 16) + 1024
+            w.records.items = <Record*>_malloc(w.records.cap * sizeof(Record))
+            if w.records.items == NULL:
+                raise MemoryError("memwatch: cannot allocate the HeapDiff records")
         if w.dedup_tracked:
             for i in range(n):
                 if ptrset_add(&w.seen, <uintptr_t>PyList_GET_ITEM(<PyObject*>objects, i)) < 0:
@@ -680,6 +708,8 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
                 if _visit(<PyObject*>root, &w) != 0 or _drain(&w) < 0:
                     break
             roots = None
+        if not tracked_only and not w.error:
+            _untracked_hint = w.seen.used - (n if w.dedup_tracked else 0)
         if w.error == ERR_NOMEM:
             raise MemoryError("memwatch: out of memory during the heap census "
                               "(the census needs about 24 bytes per object)")
@@ -728,61 +758,73 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
 # Identity diff (HeapDiff)
 # --------------------------------------------------------------------------
 
+DEF RADIX_BITS = 12                  # 4096 buckets: each histogram fits in L1
+DEF RADIX_SIZE = 1 << RADIX_BITS
+DEF RADIX_MAX_PASSES = 6             # 3 + 6 * 12 = 75 >= 64 address bits
+DEF ALIGN_BITS = 3                   # every PyObject is at least 8-byte aligned
+
+
 cdef int _sort_records(Record* recs, size_t n) except -1:
-    """LSD radix sort by address, 16 bits a pass, over the bits that vary."""
-    cdef uintptr_t lo_or = 0, diff = 0, first
-    cdef size_t i
-    cdef int low = 0, high = 0, shift
+    """LSD radix sort by address, 12 bits a pass.
+
+    All digit histograms are built in one read pass, and a digit that is the
+    same for every record (the high bits, the alignment bits) costs nothing."""
+    cdef size_t i, total, c
+    cdef int p, npasses = 0
+    cdef int shifts[RADIX_MAX_PASSES]
+    cdef size_t* counts
+    cdef size_t* hist
     cdef Record* tmp
     cdef Record* src
     cdef Record* dst
     cdef Record* swap
-    cdef size_t* counts
-    cdef size_t total, c
+    cdef uintptr_t addr
     cdef uint32_t digit
     if n < 2:
         return 0
-    first = recs[0].addr
+    counts = <size_t*>_calloc(RADIX_MAX_PASSES * RADIX_SIZE, sizeof(size_t))
+    if counts == NULL:
+        raise MemoryError("memwatch: cannot allocate the HeapDiff sort buffer")
     for i in range(n):
-        lo_or |= recs[i].addr
-        diff |= recs[i].addr ^ first
-    if diff == 0:
+        addr = recs[i].addr >> ALIGN_BITS
+        for p in range(RADIX_MAX_PASSES):
+            counts[p * RADIX_SIZE + ((addr >> (p * RADIX_BITS)) & (RADIX_SIZE - 1))] += 1
+    for p in range(RADIX_MAX_PASSES):
+        hist = counts + p * RADIX_SIZE
+        for digit in range(RADIX_SIZE):
+            if hist[digit] == n:
+                break          # one digit value for all: this pass is a no-op
+        else:
+            shifts[npasses] = p
+            npasses += 1
+    if npasses == 0:
+        _free(counts)
         return 0
-    while not (lo_or >> low) & 1 and low < 63:
-        low += 1
-    high = 63
-    while not (diff >> high) & 1:
-        high -= 1
     tmp = <Record*>_malloc(n * sizeof(Record))
-    counts = <size_t*>_malloc(65536 * sizeof(size_t))
-    if tmp == NULL or counts == NULL:
-        PyMem_RawFree(tmp)
-        PyMem_RawFree(counts)
+    if tmp == NULL:
+        _free(counts)
         raise MemoryError("memwatch: cannot allocate the HeapDiff sort buffer")
     src = recs
     dst = tmp
-    shift = low
-    while shift <= high:
-        memset(counts, 0, 65536 * sizeof(size_t))
-        for i in range(n):
-            counts[(src[i].addr >> shift) & 0xFFFF] += 1
+    for i in range(<size_t>npasses):
+        p = shifts[i]
+        hist = counts + p * RADIX_SIZE
         total = 0
-        for digit in range(65536):
-            c = counts[digit]
-            counts[digit] = total
+        for digit in range(RADIX_SIZE):
+            c = hist[digit]
+            hist[digit] = total
             total += c
-        for i in range(n):
-            digit = (src[i].addr >> shift) & 0xFFFF
-            dst[counts[digit]] = src[i]
-            counts[digit] += 1
+        for c in range(n):
+            digit = ((src[c].addr >> ALIGN_BITS) >> (p * RADIX_BITS)) & (RADIX_SIZE - 1)
+            dst[hist[digit]] = src[c]
+            hist[digit] += 1
         swap = src
         src = dst
         dst = swap
-        shift += 16
     if src != recs:
         memcpy(recs, src, n * sizeof(Record))
-    PyMem_RawFree(tmp)
-    PyMem_RawFree(counts)
+    _free(tmp)
+    _free(counts)
     return 0
 
 
