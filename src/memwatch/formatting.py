@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-__all__ = ["format_size", "format_duration", "format_rate"]
+__all__ = ["format_size", "format_duration", "format_rate", "format_heapdiff"]
 
 _UNITS = ((1024**3, "gb"), (1024**2, "mb"), (1024, "kb"))
 _CENT = Decimal("0.01")
@@ -57,3 +57,25 @@ def format_rate(num_bytes: float, seconds: float) -> str:
     A zero or negative duration gives a rate of 0 rather than dividing by zero."""
     per_hour = num_bytes * 3600.0 / seconds if seconds > 0 else 0.0
     return f"{format_size(per_hour)}/hr"
+
+
+def format_heapdiff(diff: dict, limit: int = 15) -> str:
+    """Render a HeapDiff result (node-memwatch's dict shape) as a table.
+
+    One row per type, most significant first, as ``HeapDiff.end()`` sorts them:
+    net bytes, objects allocated (``+``) and freed (``-``) during the diff."""
+    before, after, change = diff["before"], diff["after"], diff["change"]
+    width = max([len("type")] + [min(len(d["what"]), 56) for d in change["details"][:limit]])
+    lines = [
+        f"before: {before['nodes']} objects, {before['size']}   "
+        f"after: {after['nodes']} objects, {after['size']}   "
+        f"change: {change['size']} (+{change['allocated_nodes']} / -{change['freed_nodes']} objects)",
+        f"{'type':<{width}}  {'size change':>12}  {'+':>9}  {'-':>9}",
+    ]
+    for d in change["details"][:limit]:
+        name = d["what"] if len(d["what"]) <= 56 else "..." + d["what"][-53:]
+        lines.append(f"{name:<{width}}  {d['size']:>12}  {d['+']:>9}  {d['-']:>9}")
+    hidden = len(change["details"]) - limit
+    if hidden > 0:
+        lines.append(f"... {hidden} more types")
+    return "\n".join(lines)

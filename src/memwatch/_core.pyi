@@ -1,0 +1,44 @@
+"""Type stubs for the C heap walk (memwatch._core, written in Cython)."""
+
+_SELF_CHECK_MISMATCHES: list[tuple[str, int, int]]
+
+class RawCensus:
+    """The C-side result of one heap walk: per-type totals, and optionally the
+    sorted (address, type) identity records that HeapDiff compares."""
+
+    total_count: int
+    total_size: int
+    sizeof_errors: int
+    elapsed_ns: int
+    overhead_bytes: int
+    tracked_only: bool
+    recorded: bool
+    objects: list[object] | None
+    @property
+    def nrecords(self) -> int: ...
+    @property
+    def record_bytes(self) -> int: ...
+    @property
+    def names(self) -> list[str]: ...
+    def rows(self) -> list[tuple[str, int, int]]: ...
+    def record_ids(self) -> list[int]: ...
+
+def walk(tracked_only: bool = False, record: bool = False, keep_objects: bool = False) -> RawCensus:
+    """Count every object on the heap by type (sizes equal sys.getsizeof)."""
+
+def type_name(tp: type) -> str:
+    """``'dict'`` for builtins, ``'package.module.Qual.Name'`` otherwise."""
+
+def identity_diff(before: RawCensus, after: RawCensus) -> tuple[dict[str, int], dict[str, int]]:
+    """``(freed, allocated)`` counts by type name between two recorded walks."""
+
+def release_records(census: RawCensus) -> None:
+    """Free a recorded walk's identity records."""
+
+def inline_size(obj: object) -> int | None:
+    """Test harness: the size the walk computes without sys.getsizeof."""
+
+def gc_head_size() -> int: ...
+def _self_check() -> list[tuple[str, int, int]]: ...
+def _fail_allocation_after(n: int) -> None:
+    """Test harness: make the allocation after the next n ones fail (-1 disarms)."""
