@@ -1,0 +1,249 @@
+"""``memwatch run script.py [args]``: run a program under the tracker.
+
+Prints every ``stats`` and ``leak`` event to stderr as it happens (the
+program's stdout stays its own), optionally writes them as JSON lines
+(``--jsonl FILE``, one object a line with an ``"event"`` key; the input of
+``memwatch report``) and serves the HTTP API while the program runs
+(``--serve PORT``).
+
+The event handlers only append the payload to a queue: printing and writing
+happen in a background thread, never inside the garbage collector, so a
+collection that fires while the program itself is writing to stderr cannot
+re-enter the stream.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as _dt
+import json
+import os
+import runpy
+import sys
+import threading
+import traceback
+from typing import IO, Any
+
+from memwatch.formatting import format_duration, format_size
+
+__all__ = ["EventLog", "add_arguments", "main", "format_stats", "format_leak"]
+
+HELP = "run a Python program under memwatch's tracker, printing stats and leak events"
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (_dt.datetime, _dt.date)):
+        return obj.isoformat()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return f"<{type(obj).__name__}>"
+
+
+def format_stats(s: dict) -> str:
+    parts = [f"stats #{s.get('num_full_gc', '?')}",
+             f"current_base {format_size(s.get('current_base', 0))}",
+             f"estimated_base {format_size(s.get('estimated_base', 0))}"]
+    if s.get("usage_trend") is not None:
+        parts.append(f"trend {s['usage_trend']:+.2f}" if isinstance(s["usage_trend"], (int, float))
+                     else f"trend {s['usage_trend']}")
+    if s.get("rss"):
+        parts.append(f"rss {format_size(s['rss'])}")
+    if s.get("pause") is not None:
+        parts.append(f"pause {s['pause'] * 1000:.1f} ms")
+    if s.get("collected") is not None:
+        parts.append(f"collected {s['collected']}")
+    return "memwatch: " + ", ".join(parts)
+
+
+def format_leak(info: dict) -> str:
+    line = f"memwatch: LEAK {info.get('reason', '')}; growth {format_size(info.get('growth', 0))}"
+    top = info.get("top_types") or []
+    if top:
+        shown = ", ".join(f"{t.get('what')} {t.get('count_change', 0):+d} "
+                          f"({format_size(t.get('size_change', 0))})" for t in top[:5])
+        line += f"; top: {shown}"
+    return line
+
+
+class EventLog:
+    """Collects events from the tracker and writes them from a background thread.
+
+    ``stats``/``leak`` handlers only append to a bounded deque (safe inside the
+    GC); :meth:`flush` (called by the thread every ``interval`` seconds and by
+    :meth:`close`) prints them and writes JSON lines."""
+
+    def __init__(self, *, out: IO[str] | None = None, jsonl: IO[str] | None = None,
+                 print_stats: bool = True, interval: float = 0.2, maxlen: int = 100_000) -> None:
+        self.out = out
+        self.jsonl = jsonl
+        self.print_stats = print_stats
+        self.interval = interval
+        self._queue: collections.deque = collections.deque(maxlen=maxlen)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._flush_lock = threading.Lock()
+        self.counts = {"stats": 0, "leak": 0}
+
+    # handlers: run wherever the tracker calls them
+    def on_stats(self, stats: dict) -> None:
+        self._queue.append(("stats", stats))
+
+    def on_leak(self, info: dict) -> None:
+        self._queue.append(("leak", info))
+
+    def record(self, event: str, payload: dict) -> None:
+        self._queue.append((event, payload))
+
+    def flush(self) -> None:
+        with self._flush_lock:
+            while True:
+                try:
+                    event, payload = self._queue.popleft()
+                except IndexError:
+                    break
+                if event in self.counts:
+                    self.counts[event] += 1
+                if self.out is not None:
+                    if event == "stats" and self.print_stats:
+                        print(format_stats(payload), file=self.out)
+                    elif event == "leak":
+                        print(format_leak(payload), file=self.out)
+                if self.jsonl is not None:
+                    self.jsonl.write(json.dumps({"event": event, **payload}, default=_json_default,
+                                                separators=(",", ":")) + "\n")
+            for stream in (self.out, self.jsonl):
+                if stream is not None:
+                    try:
+                        stream.flush()
+                    except (OSError, ValueError):
+                        pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def start(self) -> "EventLog":
+        import memwatch
+        memwatch.on("stats", self.on_stats)
+        memwatch.on("leak", self.on_leak)
+        self._thread = threading.Thread(target=self._loop, name="memwatch-eventlog", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        import memwatch
+        try:
+            memwatch.off("stats", self.on_stats)
+            memwatch.off("leak", self.on_leak)
+        except Exception:  # noqa: BLE001 - closing must not fail
+            pass
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.flush()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jsonl", metavar="FILE",
+                        help="also write every event as a JSON line to FILE (input of 'memwatch report')")
+    parser.add_argument("--serve", metavar="PORT", type=int,
+                        help="serve the HTTP API on PORT while the program runs (0: any free port)")
+    parser.add_argument("--host", default="127.0.0.1", help="address for --serve (default 127.0.0.1)")
+    parser.add_argument("--token", default=os.environ.get("MEMWATCH_TOKEN"),
+                        help="bearer token the HTTP API requires (default: $MEMWATCH_TOKEN)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print only leak events (stats still go to --jsonl)")
+    parser.add_argument("-m", dest="module", metavar="MODULE",
+                        help="run a module as 'python -m MODULE' does, instead of a script")
+    parser.add_argument("target", nargs=argparse.REMAINDER,
+                        help="script.py [args...] (or, with -m, the module's args)")
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def run(ns: argparse.Namespace) -> int:
+    target = list(ns.target)
+    if target and target[0] == "--":
+        target = target[1:]
+    if not ns.module and not target:
+        print("memwatch run: give the script to run: memwatch run script.py [args...] "
+              "(or memwatch run -m module [args...])", file=sys.stderr)
+        return 2
+    if not ns.module and not os.path.exists(target[0]):
+        print(f"memwatch run: no such script: {target[0]!r}", file=sys.stderr)
+        return 2
+    jsonl = open(ns.jsonl, "w", encoding="utf-8") if ns.jsonl else None  # noqa: SIM115
+    log = EventLog(out=sys.stderr, jsonl=jsonl, print_stats=not ns.quiet)
+    started = _now()
+    log.record("start", {"timestamp": started, "pid": os.getpid(),
+                         "argv": ([f"-m {ns.module}"] if ns.module else []) + target,
+                         "python": sys.version.split()[0]})
+    server = None
+    code: int = 0
+    try:
+        log.start()
+        if ns.serve is not None:
+            from memwatch.httpapi import serve
+            server = serve(ns.serve, host=ns.host, token=ns.token)
+            print(f"memwatch: HTTP API on {server.url}/ah (status: {server.url}/ah/memoryProfile/status)",
+                  file=sys.stderr, flush=True)
+        code = _run_program(ns.module, target)
+    finally:
+        if server is not None:
+            server.close()
+        ended = _now()
+        log.record("exit", {"timestamp": ended, "code": code,
+                            "elapsed": (ended - started).total_seconds()})
+        log.close()
+        if not ns.quiet:
+            print(f"memwatch: {log.counts['stats']} stats and {log.counts['leak']} leak events in "
+                  f"{format_duration((ended - started).total_seconds())}"
+                  + (f"; JSON lines in {ns.jsonl}" if ns.jsonl else ""), file=sys.stderr)
+        if jsonl is not None:
+            jsonl.close()
+    return code
+
+
+def _run_program(module: str | None, target: list[str]) -> int:
+    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    try:
+        if module:
+            sys.argv = [module, *target]
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            script = target[0]
+            sys.argv = list(target)
+            sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+            runpy.run_path(script, run_name="__main__")
+        return 0
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code
+        print(exc.code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BaseException:  # noqa: BLE001 - the program's own error, shown as python would
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.argv = saved_argv
+        if saved_path0 is not None and sys.path and sys.path[0] != saved_path0:
+            try:
+                sys.path.remove(os.path.dirname(os.path.abspath(target[0])) if target else "")
+            except ValueError:
+                pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="memwatch run", description=HELP)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
