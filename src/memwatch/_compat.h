@@ -12,6 +12,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>   /* PyMemberDef (in Python.h itself only from 3.12) */
 #include <stdint.h>
 #include <string.h>
 
