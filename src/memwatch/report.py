@@ -107,7 +107,7 @@ def _axis(lo: float, hi: float) -> tuple[float, float, list[float]]:
     pad = (hi - lo) * 0.05
     lo2, hi2 = max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad
     unit = 1.0  # byte axes: a round step in kb/mb/gb reads better than one in bytes
-    while (hi2 - lo2) / unit >= 4096:
+    while (hi2 - lo2) / unit >= 1024:
         unit *= 1024
     step = _nice_step((hi2 - lo2) / unit) * unit
     start = math.floor(lo2 / step) * step
