@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# End-to-end: a real Prometheus server scrapes memwatch's metrics on loopback.
+#
+# Starts two test services on 127.0.0.1 (a single process, and a parent that
+# serves prometheus_client's multiprocess registry for two forked "gunicorn
+# workers"), runs Debian's prometheus with its own config and storage in a
+# temporary directory (not as a system service), and asks its HTTP query API
+# for memwatch's series.  Installs what it needs (apt: prometheus; pip:
+# prometheus-client); skips with a clear message, exit 0, where it cannot.
+# Everything is bounded: it gives up after E2E_TIMEOUT seconds (default 120).
+#
+# Usage: bash scripts/prometheus-e2e.sh          (PYTHON=python3.X to pick an interpreter)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PYTHON="${PYTHON:-python3}"
+TIMEOUT="${E2E_TIMEOUT:-120}"
+
+skip() { echo "prometheus-e2e: SKIPPED: $*"; exit 0; }
+
+PROM="$(command -v prometheus || true)"
+if [ -z "$PROM" ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "prometheus-e2e: installing Debian's prometheus package"
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+      || skip "apt-get install prometheus failed"
+    PROM="$(command -v prometheus || true)"
+  fi
+  [ -n "$PROM" ] || skip "no 'prometheus' binary and no apt-get as root to install Debian's package"
+fi
+
+if ! "$PYTHON" -c "import prometheus_client" 2>/dev/null; then
+  echo "prometheus-e2e: installing prometheus-client from PyPI"
+  "$PYTHON" -m pip install -q "prometheus-client>=0.17" || skip "pip install prometheus-client failed"
+fi
+# memwatch: the installed one, or this checkout (built in place if needed).
+if ! "$PYTHON" -c "import memwatch._core" 2>/dev/null; then
+  export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+  if ! "$PYTHON" -c "import memwatch._core" 2>/dev/null; then
+    echo "prometheus-e2e: building memwatch in place"
+    "$PYTHON" setup.py -q build_ext --inplace >/dev/null
+  fi
+fi
+"$PYTHON" -c "import memwatch; memwatch.on" 2>/dev/null \
+  || { echo "prometheus-e2e: FAILED: this memwatch has no tracker (memwatch.on)"; exit 1; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/memwatch-prom-e2e.XXXXXX")"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+read -r P_SINGLE P_MULTI P_PROM < <("$PYTHON" - <<'EOF'
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])
+for s in socks:
+    s.close()
+EOF
+)
+
+cat > "$WORK/service.py" <<'EOF'
+"""A test service: memwatch's tracker + Prometheus metrics on 127.0.0.1, for a bounded time."""
+import gc, os, sys, tempfile, time
+mode, port, lifetime = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+if mode == "multi":
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mw-mp-")
+import memwatch, memwatch.prometheus as mwp
+from prometheus_client import CollectorRegistry, start_http_server
+
+def churn(seconds, keep):
+    end = time.monotonic() + seconds
+    leak = []
+    while time.monotonic() < end:
+        junk = [[] for _ in range(2000)]
+        for j in junk:
+            j.append(j)
+        del junk
+        leak.append(["x" * 64 for _ in range(keep)])  # grows: a small, steady leak
+        gc.collect()
+        time.sleep(0.1)
+
+if mode == "single":
+    coll = mwp.register(top_types=10)
+    coll.record_census(memwatch.census())
+    start_http_server(port, addr="127.0.0.1")
+    churn(lifetime, 200)
+else:
+    from prometheus_client.multiprocess import MultiProcessCollector
+    workers = []
+    for k in range(2):
+        pid = os.fork()
+        if pid == 0:
+            mwp.register(interval=0.2)       # in the worker, as gunicorn's post_worker_init would
+            churn(lifetime, 100 * (k + 1))
+            os._exit(0)
+        workers.append(pid)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    start_http_server(port, addr="127.0.0.1", registry=registry)
+    for pid in workers:
+        os.waitpid(pid, 0)
+EOF
+
+LIFETIME=$((TIMEOUT + 10))
+"$PYTHON" "$WORK/service.py" single "$P_SINGLE" "$LIFETIME" > "$WORK/single.log" 2>&1 & PIDS+=($!)
+"$PYTHON" "$WORK/service.py" multi "$P_MULTI" "$LIFETIME" > "$WORK/multi.log" 2>&1 & PIDS+=($!)
+
+cat > "$WORK/prometheus.yml" <<EOF
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: single
+    static_configs: [{targets: ["127.0.0.1:$P_SINGLE"]}]
+  - job_name: multi
+    static_configs: [{targets: ["127.0.0.1:$P_MULTI"]}]
+EOF
+"$PROM" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/data" \
+  --web.listen-address="127.0.0.1:$P_PROM" --log.level=warn > "$WORK/prometheus.log" 2>&1 & PIDS+=($!)
+echo "prometheus-e2e: $("$PROM" --version 2>&1 | head -1) on 127.0.0.1:$P_PROM scraping 127.0.0.1:$P_SINGLE (single) and 127.0.0.1:$P_MULTI (multiprocess)"
+
+if "$PYTHON" - "$P_PROM" "$TIMEOUT" <<'EOF'
+import json, sys, time, urllib.parse, urllib.request
+port, timeout = int(sys.argv[1]), float(sys.argv[2])
+def query(q):
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            body = json.load(r)
+    except OSError:
+        return None
+    return body["data"]["result"] if body.get("status") == "success" else None
+checks = {
+    "current_base, single process": ('memwatch_current_base_bytes{job="single"}', lambda r: len(r) == 1 and float(r[0]["value"][1]) > 0),
+    "estimated_base, single process": ('memwatch_estimated_base_bytes{job="single"}', lambda r: len(r) == 1),
+    "rss, single process": ('memwatch_rss_bytes{job="single"}', lambda r: len(r) == 1 and float(r[0]["value"][1]) > 1e6),
+    "full collections counted": ('increase(memwatch_full_gc_total{job="single"}[10s])', lambda r: len(r) == 1 and float(r[0]["value"][1]) > 0),
+    "leak counter exposed": ('memwatch_leaks_total{job="single"}', lambda r: len(r) == 1),
+    "top types of the census": ('memwatch_type_bytes{job="single"}', lambda r: len(r) == 10),
+    "one current_base per worker (multiprocess)": ('memwatch_current_base_bytes{job="multi"}', lambda r: len({x["metric"].get("pid") for x in r}) == 2),
+    "counters summed over workers (multiprocess)": ('memwatch_full_gc_total{job="multi"}', lambda r: len(r) == 1 and float(r[0]["value"][1]) > 0),
+}
+deadline = time.monotonic() + timeout
+passed, last = set(), {}
+while time.monotonic() < deadline and len(passed) < len(checks):
+    for name, (q, ok) in checks.items():
+        if name in passed:
+            continue
+        r = query(q)
+        last[name] = r
+        if r is not None and ok(r):
+            passed.add(name)
+            sample = ", ".join(f'{ {k: v for k, v in x["metric"].items() if k in ("job", "pid", "type")} } = {x["value"][1]}' for x in r[:2])
+            print(f"  ok   {name}: {q} -> {sample}")
+    time.sleep(1)
+for name in checks:
+    if name not in passed:
+        print(f"  FAIL {name}: {checks[name][0]} -> {json.dumps(last.get(name))[:300]}")
+sys.exit(0 if len(passed) == len(checks) else 1)
+EOF
+then
+  echo "prometheus-e2e: PASSED (${SECONDS}s)"
+else
+  echo "prometheus-e2e: FAILED (${SECONDS}s); logs:"
+  tail -n 20 "$WORK"/*.log
+  exit 1
+fi
