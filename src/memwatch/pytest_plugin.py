@@ -203,14 +203,16 @@ class Measurements:
     def summary(self) -> str:
         """One line for the end-of-session summary."""
         from memwatch.formatting import format_size
-        parts = []
-        for n in self.table_types()[:3]:
-            c = self.deltas[-1].count(n)
-            s = sum(d.size(n) for d in self.deltas) / max(len(self.deltas), 1)
-            parts.append(f"{n} {c:+d} ({'+' if s >= 0 else ''}{format_size(round(s))})")
-        per_run = sum(self.size_diffs) / max(len(self.deltas), 1)
-        per = f"{'+' if per_run >= 0 else ''}{format_size(round(per_run))} per run"
-        return f"{per}: {', '.join(parts)}" if parts else per
+
+        def per_run(total: float) -> str:
+            avg = round(total / max(len(self.deltas), 1))
+            return ("+" if avg >= 0 else "") + format_size(avg)
+
+        parts = [f"{n} {self.deltas[-1].count(n):+d}/run "
+                 f"({per_run(sum(d.size(n) for d in self.deltas))})"
+                 for n in self.table_types()[:3]]
+        head = f"{per_run(sum(self.size_diffs))} per run"
+        return f"{head}: {', '.join(parts)}" if parts else head
 
 
 class LeakFailed(pytest.fail.Exception):  # type: ignore[misc,name-defined]

@@ -1,0 +1,578 @@
+"""The pytest plugin, checked the way a user runs it: through pytester.
+
+In-process runs (``runpytest``) where the heap of the outer session does not
+matter; a subprocess (``runpytest_subprocess``) where a fresh interpreter is
+the point (first imports, no-cost loading, xdist)."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import memwatch
+
+pytest_plugins = ["pytester"]
+
+SRC_DIR = str(Path(memwatch.__file__).resolve().parent.parent)
+
+
+def _entry_point_registered() -> bool:
+    try:
+        eps = importlib.metadata.entry_points(group="pytest11")
+    except TypeError:  # pragma: no cover - very old importlib.metadata
+        eps = importlib.metadata.entry_points().get("pytest11", [])
+    return any(ep.value == "memwatch.pytest_plugin" for ep in eps)
+
+
+# The installed package registers the plugin through its entry point; a
+# PYTHONPATH=src checkout without metadata needs -p.
+PLUGIN_ARGS = [] if _entry_point_registered() else ["-p", "memwatch.pytest_plugin"]
+BASE_ARGS = PLUGIN_ARGS + ["-p", "no:cacheprovider", "-p", "no:randomly"]
+
+
+@pytest.fixture
+def run(pytester, monkeypatch):
+    """run(*args) in process; run(*args, subprocess=True) in a fresh interpreter."""
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [SRC_DIR, os.environ.get("PYTHONPATH")])))
+
+    def runner(*args: str, subprocess: bool = False):
+        if subprocess:
+            return pytester.runpytest_subprocess(*BASE_ARGS, *args, timeout=300)
+        return pytester.runpytest(*BASE_ARGS, *args)
+
+    return runner
+
+
+def _retainers_available() -> bool:
+    try:
+        return callable(getattr(memwatch, "retainers"))
+    except AttributeError:
+        return False
+
+
+# --------------------------------------------------------------------------
+# Loading costs nothing
+# --------------------------------------------------------------------------
+
+def test_loading_the_plugin_imports_no_c_code(pytester, run):
+    pytester.makepyfile(test_plain="""
+        import sys
+
+        def test_plain(request):
+            assert request.config.pluginmanager.hasplugin("memwatch.pytest_plugin") or \\
+                request.config.pluginmanager.hasplugin("memwatch")
+            assert "memwatch._core" not in sys.modules
+            assert "memwatch.typestats" not in sys.modules
+            assert "memwatch.tracker" not in sys.modules
+    """)
+    result = run("-q", subprocess=True)
+    result.assert_outcomes(passed=1)
+
+
+def test_marker_and_option_are_registered(pytester, run):
+    result = run("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.no_leak(warmup=3, runs=5, ignore=(), tolerance=0)*"])
+    result = run("--help")
+    result.stdout.fnmatch_lines(["*--memwatch-leaks*"])
+
+
+# --------------------------------------------------------------------------
+# Clean code never fails: twenty fresh first touches of the usual caches
+# --------------------------------------------------------------------------
+
+CLEAN = '''
+import asyncio, functools, importlib, json, logging, re, sys, threading, warnings
+import pytest
+
+def make_clean(i):
+    # Every repetition gets its own first touch: a fresh pattern, cache,
+    # logger, interned string, class (type cache) and first import.
+    @functools.lru_cache(maxsize=16)
+    def cached(x):
+        return [x] * 3
+    logger = logging.getLogger(f"clean.{i}")
+    Klass = type(f"K{i}", (), {"attr": i, "method": lambda self: self.attr})
+    sys.modules.pop(f"freshmod{i}", None)
+
+    def clean():
+        re.match(rf"a{i}+b", f"a{i}b")
+        re.sub(r"\\s+", " ", "a  b   c")
+        cached(i % 4)
+        logger.info("info %s", i)
+        logger.warning("warned %s", i)
+        sys.intern(f"interned-{i}")
+        importlib.import_module(f"freshmod{i}")
+        k = Klass()
+        k.method()
+        getattr(k, "missing", None)
+        d = {str(n): n for n in range(50)}
+        json.dumps(d)
+        bytes(1000)
+        warnings.warn(f"deprecated {i}", DeprecationWarning)
+        return len(d)
+    return clean
+
+@pytest.mark.parametrize("i", range(20))
+def test_clean_fixture(no_leak, i):
+    m = no_leak(make_clean(i))
+    assert not m.leaked
+
+@pytest.mark.parametrize("i", range(20))
+@pytest.mark.no_leak
+def test_clean_marker(i, caplog, tmp_path):
+    make_clean(100 + i)()
+    (tmp_path / "out.txt").write_text("x" * i)
+    assert "warned" in caplog.text
+
+@pytest.mark.parametrize("i", range(20))
+@pytest.mark.no_leak
+def test_clean_threads(i):
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(sum(range(100))))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3
+'''
+
+
+def test_clean_code_never_fails_twenty_times(pytester, run):
+    pytester.makepyfile(**{f"freshmod{i}": f"VALUE = {i}\nTABLE = list(range({i}))\n"
+                            for i in range(120)})
+    pytester.makepyfile(test_clean=CLEAN)
+    result = run("-q", subprocess=True)
+    result.assert_outcomes(passed=60)
+    assert "memwatch:" not in result.stdout.str()
+    # The first call's captured warnings are kept; the repeats do not pile up.
+    result.stdout.fnmatch_lines(["*deprecated 0*"])
+
+
+# --------------------------------------------------------------------------
+# Leaky code always fails
+# --------------------------------------------------------------------------
+
+LEAKY = '''
+import pytest
+
+KEEP = []
+
+class Thing:
+    pass
+
+def leak_instance():
+    KEEP.append(Thing())
+
+def leak_closure():
+    n = len(KEEP)
+    KEEP.append(lambda: n)
+
+def leak_str():
+    KEEP.append(str(len(KEEP)) * 3)
+
+def leak_bytes():
+    KEEP.append(b"%d" % len(KEEP) * 64)
+
+@pytest.mark.parametrize("i", range(5))
+@pytest.mark.parametrize("func", [leak_instance, leak_closure, leak_str, leak_bytes])
+def test_fixture(no_leak, func, i):
+    no_leak(func)
+
+@pytest.mark.parametrize("i", range(5))
+@pytest.mark.parametrize("func", [leak_instance, leak_closure, leak_str, leak_bytes])
+@pytest.mark.no_leak
+def test_marker(func, i):
+    func()
+'''
+
+
+def test_leaky_code_always_fails(pytester, run):
+    pytester.makepyfile(test_leaky=LEAKY)
+    result = run("-q")
+    result.assert_outcomes(failed=40)
+    out = result.stdout.str()
+    # What grew, for each kind of leak.
+    result.stdout.fnmatch_lines([
+        "*leak_instance leaks: 1 type grew in count and memory grew on every one of 5 "
+        "measured runs (after 3 warm-up runs)",
+        "type * count per run * bytes per run",
+        "test_leaky.Thing * +1 +1 +1 +1 +1 * +* bytes, +* bytes, +* bytes, +* bytes, +* bytes",
+    ])
+    for line in ["function * +1 +1 +1 +1 +1 *", "cell * +1 +1 +1 +1 +1 *",
+                 "str * +1 +1 +1 +1 +1 *", "bytes * +1 +1 +1 +1 +1 *"]:
+        result.stdout.fnmatch_lines([line])
+    assert out.count("Who holds a new object") == 40
+    result.stdout.fnmatch_lines(["*= memwatch: 40 tests leaked =*"])
+
+
+def test_failure_message_names_the_retainer_path(pytester, run):
+    pytester.makepyfile(app="""
+        class Session:
+            def __init__(self, user):
+                self.user = user
+    """, handlers="""
+        import app
+        CACHE = {"sessions": []}
+
+        def handle(user):
+            CACHE["sessions"].append(app.Session(user))
+    """, test_app="""
+        import handlers
+
+        def test_handle(no_leak):
+            no_leak(handlers.handle, "bob")
+    """)
+    result = run("-q")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*memwatch: handle leaks: 1 type grew in count and memory grew on every one of 5 "
+        "measured runs (after 3 warm-up runs)",
+        "",
+        "type * count per run * bytes per run",
+        "app.Session * +1 +1 +1 +1 +1 * +* bytes, +* bytes, +* bytes, +* bytes, +* bytes",
+        "all types *",
+        "",
+        "Who holds a new object (one example per type):",
+    ])
+    if _retainers_available():
+        result.stdout.fnmatch_lines(["  app.Session: handlers*CACHE*sessions*app.Session"])
+    else:
+        result.stdout.fnmatch_lines([
+            "  app.Session: no retainer path found",
+            "  (memwatch.retainers() is not available in this memwatch)",
+        ])
+
+
+def test_bytes_growth_without_new_objects_fails_unless_tolerated(pytester, run):
+    pytester.makepyfile(test_grow="""
+        import pytest
+        STATE = {"log": ""}
+
+        def grow():
+            STATE["log"] = STATE["log"] + "x" * 200   # one str replaced by a longer one
+
+        def test_grows(no_leak):
+            no_leak(grow)
+
+        def test_tolerated(no_leak):
+            m = no_leak(grow, tolerance=300)
+            assert not m.leaked and m.size_diffs == [200] * 5
+
+        @pytest.mark.no_leak(tolerance=1024)
+        def test_marker_tolerated():
+            grow()
+    """)
+    result = run("-q")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines([
+        "*grow leaks: memory grew on every one of 5 measured runs*",
+        "str * +0 +0 +0 +0 +0 * +200 bytes, +200 bytes, +200 bytes, +200 bytes, +200 bytes",
+    ])
+
+
+# --------------------------------------------------------------------------
+# Options and the returned measurements
+# --------------------------------------------------------------------------
+
+def test_options_and_measurements(pytester, run):
+    pytester.makepyfile(test_opts="""
+        import pytest
+        from memwatch.pytest_plugin import Measurements
+
+        KEEP = []
+
+        class Thing:
+            pass
+
+        def clean(x, scale=1):
+            return [x] * scale
+
+        def leaky():
+            KEEP.append(Thing())
+            KEEP.append(str(len(KEEP)) * 2)
+
+        calls = []
+
+        def counted():
+            calls.append(None)
+
+        def test_returns_measurements(no_leak):
+            m = no_leak(clean, 3, scale=10)
+            assert isinstance(m, Measurements) and not m.leaked and m
+            assert (m.warmup, m.runs, m.tolerance) == (3, 5, 0)
+            assert len(m.deltas) == 5 and m.growing == [] and not m.memory_grew
+            assert m.overhead > 0
+
+        def test_counts_calls(no_leak):
+            no_leak(counted, warmup=2, runs=4, ignore=["list", "NoneType"], tolerance=64)
+            assert len(calls) == 6
+
+        def test_ignore_by_name_and_type(no_leak):
+            m = no_leak(leaky, ignore=[Thing, "str"], tolerance=10_000)
+            assert not m.leaked
+            assert all(d.count("test_opts.Thing") == 1 for d in m.deltas)
+
+        def test_ignore_by_pattern(no_leak):
+            assert not no_leak(leaky, ignore=["test_opts.*", "s?r"], tolerance=10_000).leaked
+
+        @pytest.mark.no_leak(warmup=1, runs=2, ignore=["test_opts.Thing", "str"], tolerance=10_000)
+        def test_marker_options():
+            leaky()
+
+        @pytest.mark.parametrize("bad", [dict(runs=1), dict(warmup=-1), dict(tolerance=-5),
+                                         dict(runs=2.5), dict(ignore=[3])])
+        def test_bad_options(no_leak, bad):
+            with pytest.raises((ValueError, TypeError)):
+                no_leak(clean, 1, **bad)
+
+        def test_not_callable(no_leak):
+            with pytest.raises(TypeError):
+                no_leak(42)
+
+        @pytest.mark.no_leak(5)
+        def test_marker_positional():
+            pass
+    """)
+    result = run("-q")
+    result.assert_outcomes(passed=11, failed=1)
+    result.stdout.fnmatch_lines(["*no_leak takes keyword options only*"])
+
+
+def test_marker_calls_the_test_not_its_fixtures(pytester, run):
+    pytester.makepyfile(test_fix="""
+        import pytest
+
+        SETUPS = []
+        CALLS = []
+
+        @pytest.fixture
+        def resource():
+            SETUPS.append(1)
+            yield {"n": 0}
+            SETUPS.append(-1)
+
+        @pytest.mark.no_leak(warmup=2, runs=3)
+        def test_uses(resource):
+            resource["n"] += 1
+            CALLS.append(resource["n"])
+
+        def test_after():
+            assert SETUPS == [1, -1]
+            assert CALLS[-1] == 5 and len(CALLS) == 5
+    """)
+    result = run("-q")
+    result.assert_outcomes(passed=2)
+
+
+# --------------------------------------------------------------------------
+# The test's own outcome always wins
+# --------------------------------------------------------------------------
+
+def test_own_exceptions_and_outcomes_are_not_swallowed(pytester, run):
+    pytester.makepyfile(test_own="""
+        import pytest
+
+        KEEP = []
+
+        def boom():
+            raise ValueError("the test's own error")
+
+        def test_fixture_raises(no_leak):
+            no_leak(boom)
+
+        def flaky_state(calls):
+            calls.append(1)
+            if len(calls) == 4:
+                raise KeyError("fourth call")
+
+        def test_fixture_raises_late(no_leak):
+            no_leak(flaky_state, [])
+
+        @pytest.mark.no_leak
+        def test_marker_assert():
+            assert 1 + 1 == 3, "own assertion"
+
+        @pytest.mark.no_leak
+        def test_marker_skip():
+            pytest.skip("skipped by the test")
+
+        @pytest.mark.no_leak
+        @pytest.mark.xfail(reason="known", strict=True)
+        def test_marker_xfail():
+            raise RuntimeError("expected")
+
+        CALLS = []
+
+        @pytest.mark.no_leak
+        def test_marker_raises_late():
+            flaky_state(CALLS)
+    """)
+    result = run("-q", "-rA")
+    result.assert_outcomes(failed=4, skipped=1, xfailed=1)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*ValueError: the test's own error*",
+        "*KeyError: 'fourth call'*",
+        "*AssertionError: own assertion*",
+    ])
+    assert "memwatch:" not in out
+
+
+# --------------------------------------------------------------------------
+# --memwatch-leaks, xdist, async, threads
+# --------------------------------------------------------------------------
+
+SUITE = '''
+import pytest
+
+KEEP = []
+
+class Job:
+    pass
+
+def test_clean():
+    {str(i): i for i in range(10)}
+
+def test_leaks_jobs():
+    KEEP.append(Job())
+
+def test_leaks_strings():
+    KEEP.append(str(len(KEEP)) + "-key")
+
+def test_uses_fixture(no_leak):
+    no_leak(lambda: None)
+
+@pytest.mark.no_leak(runs=3)
+def test_own_marker():
+    pass
+'''
+
+
+def test_option_checks_every_test_and_summarises(pytester, run):
+    pytester.makepyfile(test_suite=SUITE)
+    result = run("-q", "--memwatch-leaks")
+    result.assert_outcomes(passed=3, failed=2)
+    result.stdout.fnmatch_lines([
+        "*= memwatch: 2 tests leaked =*",
+        "LEAK test_suite.py::test_leaks_jobs - +* per run: test_suite.Job +1/run*",
+        "LEAK test_suite.py::test_leaks_strings - +* per run: str +1/run*",
+    ])
+    # Without the option, nothing is measured and there is no summary.
+    result = run("-q")
+    result.assert_outcomes(passed=5)
+    assert "memwatch" not in result.stdout.str()
+
+
+def test_option_with_no_leaks_says_so(pytester, run):
+    pytester.makepyfile(test_ok="def test_ok():\n    pass\n")
+    result = run("-q", "--memwatch-leaks")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*= memwatch: no test leaked =*"])
+
+
+def test_xdist_workers_report_their_leaks(pytester, run):
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_suite=SUITE)
+    result = run("-q", "-n", "2", "--memwatch-leaks", "-p", "no:asyncio", subprocess=True)
+    result.assert_outcomes(passed=3, failed=2)
+    result.stdout.fnmatch_lines(["*= memwatch: 2 tests leaked =*"])
+    result.stdout.fnmatch_lines(["LEAK test_suite.py::test_leaks_jobs - *"])
+    result.stdout.fnmatch_lines(["LEAK test_suite.py::test_leaks_strings - *"])
+
+
+def test_async_tests(pytester, run):
+    pytest.importorskip("pytest_asyncio")
+    pytester.makepyfile(test_async="""
+        import asyncio
+        import pytest
+
+        KEEP = []
+
+        class Conn:
+            pass
+
+        async def fetch(n):
+            await asyncio.sleep(0)
+            return [n] * 3
+
+        async def leaky_fetch():
+            await asyncio.sleep(0)
+            KEEP.append(Conn())
+
+        @pytest.mark.asyncio
+        @pytest.mark.no_leak
+        async def test_clean_async():
+            await asyncio.gather(*(fetch(i) for i in range(5)))
+
+        @pytest.mark.asyncio
+        @pytest.mark.no_leak
+        async def test_leaky_async():
+            await leaky_fetch()
+
+        @pytest.mark.asyncio
+        @pytest.mark.no_leak
+        async def test_async_own_failure():
+            await asyncio.sleep(0)
+            raise ValueError("async own error")
+
+        def test_fixture_runs_coroutines(no_leak):
+            assert not no_leak(fetch, 3).leaked
+
+        def test_fixture_leaky_coroutine(no_leak):
+            no_leak(leaky_fetch)
+    """)
+    result = run("-q", "-p", "asyncio", "-o", "asyncio_mode=strict",
+                 "-o", "asyncio_default_fixture_loop_scope=function")
+    result.assert_outcomes(passed=2, failed=3)
+    result.stdout.fnmatch_lines(["*ValueError: async own error*"])
+    result.stdout.fnmatch_lines([
+        "*test_leaky_async leaks: * grew *",
+        "test_async.Conn * +1 +1 +1 +1 +1 *",
+        "*leaky_fetch leaks: * grew *",
+        "test_async.Conn * +1 +1 +1 +1 +1 *",
+    ])
+
+
+def test_threads(pytester, run):
+    pytester.makepyfile(test_threads="""
+        import queue
+        import threading
+        import pytest
+
+        KEEP = []
+
+        class Item:
+            pass
+
+        def work(leak):
+            q = queue.Queue()
+            def worker():
+                q.put(sum(range(1000)))
+                if leak:
+                    KEEP.append(Item())
+            threads = [threading.Thread(target=worker) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert q.qsize() == 2
+
+        @pytest.mark.no_leak
+        def test_clean_threads():
+            work(False)
+
+        def test_clean_threads_fixture(no_leak):
+            no_leak(work, False)
+
+        @pytest.mark.no_leak
+        def test_leaky_threads():
+            work(True)
+    """)
+    result = run("-q")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["test_threads.Item * +2 +2 +2 +2 +2 *"])
