@@ -53,7 +53,11 @@ def make_app():
 
 
 def serve(mode: str, port: int, threads: int) -> None:
+    import logging
+
     import waitress
+
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is 2"
 
     app = make_app()
     if mode == "memwatch":
