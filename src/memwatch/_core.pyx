@@ -646,6 +646,7 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
     cdef RawCensus result
     cdef list objects
     cdef uint32_t ti
+    cdef Record* shrunk
     global _untracked_hint
 
     memset(&w, 0, sizeof(Walk))
@@ -742,6 +743,13 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
         w.types.entries = NULL
         if record:
             _sort_records(w.records.items, w.records.size)
+            # Give back the slack of the presized buffer: an open HeapDiff
+            # holds exactly 16 bytes per object.
+            if w.records.size and w.records.cap > w.records.size:
+                shrunk = <Record*>PyMem_RawRealloc(w.records.items, w.records.size * sizeof(Record))
+                if shrunk != NULL:
+                    w.records.items = shrunk
+                    w.records.cap = w.records.size
             result.records = w.records.items
             result.nrecords = w.records.size
             result.recorded = True
