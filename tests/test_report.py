@@ -79,3 +79,17 @@ def test_empty_and_single_point_inputs_still_render(tmp_path):
     assert one.count("<circle") == 3
     src = tmp_path / "missing.jsonl"
     assert main([str(src), "-o", str(tmp_path / "x.html")]) == 2
+
+
+def test_rss_measure_shares_one_axis():
+    lines = []
+    for i in range(5):
+        t = T0 + dt.timedelta(seconds=i)
+        rss = 50_000_000 + 1_000_000 * i
+        lines.append(json.dumps({"event": "stats", "num_full_gc": i + 1, "estimated_base": rss,
+                                 "current_base": rss, "usage_trend": 1.5, "timestamp": t.isoformat(),
+                                 "rss": rss, "measure": "rss"}))
+    svg = render_svg(load_events(lines))
+    assert "RSS (= current_base)" in svg and "RSS (right axis)" not in svg
+    assert "(measure: rss), RSS" in svg and "usage trend: +1.5%" in svg
+    ET.fromstring(svg)

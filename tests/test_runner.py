@@ -35,7 +35,7 @@ LEAK = {"start": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
 def test_event_lines_read_well():
     line = format_stats(_stats(17))
     assert line.startswith("memwatch: stats #17, current_base 2 mb")
-    assert "rss 29.56 mb" in line and "pause 4.2 ms" in line and "trend +0.50" in line
+    assert "rss 29.56 mb" in line and "pause 4.2 ms" in line and "trend +0.5%" in line
     leak = format_leak(LEAK)
     assert "LEAK heap growth over 5 consecutive GCs (20s) - 11.67 mb/hr" in leak
     assert "growth 66.39 kb" in leak and "app.LeakingClass +9998 (234.33 kb)" in leak

@@ -2,8 +2,9 @@
 
 current_base, estimated_base and RSS over time, with the leak events marked,
 as one self-contained HTML file: inline SVG and CSS, no script, no network.
-The heap measures share the left axis; RSS (usually much larger: the whole
-process) has its own axis on the right, in its own colour.
+With the tracker's default measure (RSS) all three lines share one axis; when
+current_base is a much smaller measure (``measure='python'``: heap bytes), RSS
+gets its own axis on the right, in its own colour.
 """
 from __future__ import annotations
 
@@ -128,6 +129,14 @@ def _time_ticks(span: float) -> list[float]:
     return [i * step for i in range(int(span // step) + 1)]
 
 
+def _pct(value: Any) -> str:
+    return f"{value:+.1f}%" if isinstance(value, (int, float)) else "?"
+
+
+def _measure(stats: list[dict]) -> str | None:
+    return next((e.get("measure") for e in reversed(stats) if e.get("measure")), None)
+
+
 def _clock(t: float, t0: float) -> str:
     """``05:02:05 UTC (+2m 5s)``: the clock time and the time since the start."""
     stamp = _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%H:%M:%S UTC")
@@ -139,11 +148,12 @@ def _esc(text: Any) -> str:
 
 
 def _polyline(points: list[tuple[float, float]], color: str, width: float = 2,
-              dash: str | None = None) -> str:
+              dash: str | None = None, opacity: float | None = None) -> str:
     if not points:
         return ""
     pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
     extra = f' stroke-dasharray="{dash}"' if dash else ""
+    extra += f' stroke-opacity="{opacity}"' if opacity is not None else ""
     return (f'<polyline fill="none" stroke="{color}" stroke-width="{width}" '
             f'stroke-linejoin="round"{extra} points="{pts}"/>')
 
@@ -164,8 +174,22 @@ def render_svg(events: dict[str, list[dict]]) -> str:
     heap_vals = [e[k] for e in stats for k in ("current_base", "estimated_base")
                  if isinstance(e.get(k), (int, float))]
     rss_vals = [e["rss"] for e in stats if isinstance(e.get("rss"), (int, float)) and e["rss"] > 0]
-    hlo, hhi, hticks = _axis(min(heap_vals, default=0), max(heap_vals, default=1))
-    rlo, rhi, rticks = _axis(min(rss_vals, default=0), max(rss_vals, default=1))
+    measure = next((e.get("measure") for e in reversed(stats) if e.get("measure")), None)
+    # One axis when current_base is in RSS's league (the tracker's default measure
+    # is RSS itself): two scales for one quantity would mislead.  A second axis
+    # only when the base is a much smaller measure (e.g. 'python': heap bytes).
+    hmax, rmax = max(heap_vals, default=0), max(rss_vals, default=0)
+    shared = bool(rss_vals) and (measure in ("rss", "uss") or (hmax > 0 and 0.5 <= rmax / hmax <= 2))
+    if shared:
+        both = heap_vals + rss_vals
+        hlo, hhi, hticks = _axis(min(both), max(both))
+        rlo, rhi, rticks = hlo, hhi, hticks
+    else:
+        hlo, hhi, hticks = _axis(min(heap_vals, default=0), max(heap_vals, default=1))
+        rlo, rhi, rticks = _axis(min(rss_vals, default=0), max(rss_vals, default=1))
+    base_label = "current_base, estimated_base" + (f" (measure: {measure})" if measure else "")
+    if shared:
+        base_label += ", RSS"
 
     def YH(v: float) -> float:
         return py1 - (v - hlo) / (hhi - hlo) * (py1 - py0)
@@ -198,7 +222,7 @@ def render_svg(events: dict[str, list[dict]]) -> str:
         parts.append(f'<line x1="{px0}" x2="{px1}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e5e5"/>')
         parts.append(f'<text x="{px0 - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#333">'
                      f'{_esc(format_size(v))}</text>')
-    if rss_vals:
+    if rss_vals and not shared:
         for v in rticks:
             y = YR(v)
             parts.append(f'<text x="{px1 + 6}" y="{y + 4:.1f}" fill="{COLORS["rss"]}">'
@@ -213,15 +237,18 @@ def render_svg(events: dict[str, list[dict]]) -> str:
     parts.append(f'<text x="{(px0 + px1) / 2}" y="{py1 + 34}" text-anchor="middle" fill="#333">'
                  'time since start</text>')
     parts.append(f'<text transform="translate(16,{(py0 + py1) / 2}) rotate(-90)" text-anchor="middle" '
-                 'fill="#333">heap (current_base, estimated_base)</text>')
-    if rss_vals:
+                 f'fill="#333">{_esc(base_label)}</text>')
+    if rss_vals and not shared:
         parts.append(f'<text transform="translate({W - 12},{(py0 + py1) / 2}) rotate(90)" '
                      f'text-anchor="middle" fill="{COLORS["rss"]}">RSS (whole process)</text>')
     # lines
     if rss_vals:
+        # On a shared axis RSS often *is* current_base (measure 'rss'): draw it
+        # wide and light underneath, so it shows as a halo instead of vanishing.
         parts.append(_polyline([(X(e["_t"]), YR(e["rss"])) for e in stats
                                 if isinstance(e.get("rss"), (int, float)) and e["rss"] > 0],
-                               COLORS["rss"], 1.5))
+                               COLORS["rss"], 6 if shared else 1.5,
+                               opacity=0.45 if shared else None))
     parts.append(_polyline([(X(e["_t"]), YH(e["estimated_base"])) for e in stats
                             if isinstance(e.get("estimated_base"), (int, float))],
                            COLORS["estimated_base"], 2, "6 3"))
@@ -238,23 +265,28 @@ def render_svg(events: dict[str, list[dict]]) -> str:
     lx, ly = px0 + 12, py0 + 10
     legend = [("current_base", "current_base", None), ("estimated_base", "estimated_base", "6 3")]
     if rss_vals:
-        legend.append(("rss", "RSS (right axis)", None))
+        legend.append(("rss", ("RSS (= current_base)" if measure == "rss" else "RSS") if shared
+                       else "RSS (right axis)", None))
     if leaks:
         legend.append(("leak", "leak event", "4 3"))
-    parts.append(f'<rect x="{lx - 6}" y="{ly - 4}" width="170" height="{len(legend) * 18 + 6}" '
+    parts.append(f'<rect x="{lx - 6}" y="{ly - 4}" width="180" height="{len(legend) * 18 + 6}" '
                  'fill="#fff" fill-opacity="0.85" stroke="#ccc"/>')
     for i, (key, label, dash) in enumerate(legend):
         y = ly + 9 + i * 18
         d = f' stroke-dasharray="{dash}"' if dash else ""
+        width = "2.5"
+        if key == "rss" and shared:
+            d += ' stroke-opacity="0.45"'
+            width = "6"
         parts.append(f'<line x1="{lx}" x2="{lx + 28}" y1="{y}" y2="{y}" stroke="{COLORS[key]}" '
-                     f'stroke-width="2.5"{d}/><text x="{lx + 36}" y="{y + 4}" fill="#222">{_esc(label)}</text>')
+                     f'stroke-width="{width}"{d}/><text x="{lx + 36}" y="{y + 4}" fill="#222">{_esc(label)}</text>')
     # info line under the axis (the article's info box, kept off the data)
     if stats:
         last = stats[-1]
         info = (f"full GCs: {last.get('num_full_gc', '?')}   \u00b7   "
                 f"incremental GCs: {last.get('num_inc_gc', '?')}   \u00b7   "
                 f"heap compactions: {last.get('heap_compactions', '?')}   \u00b7   "
-                f"usage trend: {last.get('usage_trend', '?')}   \u00b7   leak events: {len(leaks)}")
+                f"usage trend: {_pct(last.get('usage_trend'))}   \u00b7   leak events: {len(leaks)}")
         parts.append(f'<text x="{px0}" y="{H - 8}" fill="#222" xml:space="preserve">{_esc(info)}</text>')
     else:
         parts.append(f'<text x="{(px0 + px1) / 2}" y="{(py0 + py1) / 2}" text-anchor="middle" '
@@ -319,9 +351,10 @@ def render_html(events: dict[str, list[dict]], title: str = "memwatch report") -
             f"<h1>{_esc(title)}</h1><p class=sub>{' &middot; '.join(sub) or '&nbsp;'}</p>"
             f"{render_svg(events)}"
             f"<p class=sub>{len(stats)} stats events, {len(leaks)} leak events. "
-            "current_base: the heap measured right after a full collection; estimated_base: its "
-            "smoothed trend; RSS: the resident memory of the whole process. Hover a leak band for "
-            "its reason.</p>"
+            f"current_base: the measure ({_esc(_measure(stats) or 'see the tracker')}) right after a "
+            "full collection; estimated_base: its smoothed recent value; RSS: the resident memory of "
+            "the whole process. A shaded band is the window a leak event judged; hover it for its "
+            "reason.</p>"
             f"{summary}{leak_table}{note}</body></html>\n")
 
 

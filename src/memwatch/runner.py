@@ -44,7 +44,7 @@ def format_stats(s: dict) -> str:
              f"current_base {format_size(s.get('current_base', 0))}",
              f"estimated_base {format_size(s.get('estimated_base', 0))}"]
     if s.get("usage_trend") is not None:
-        parts.append(f"trend {s['usage_trend']:+.2f}" if isinstance(s["usage_trend"], (int, float))
+        parts.append(f"trend {s['usage_trend']:+.1f}%" if isinstance(s["usage_trend"], (int, float))
                      else f"trend {s['usage_trend']}")
     if s.get("rss"):
         parts.append(f"rss {format_size(s['rss'])}")
@@ -153,6 +153,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bearer token the HTTP API requires (default: $MEMWATCH_TOKEN)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="print only leak events (stats still go to --jsonl)")
+    parser.add_argument("--measure", default=None,
+                        help="what current_base measures: rss (default), uss, python, blocks, tracemalloc")
+    parser.add_argument("--time-scale", type=float, default=None, metavar="X",
+                        help="multiply the tracker's durations (leak window, timer) by X")
     parser.add_argument("-m", dest="module", metavar="MODULE",
                         help="run a module as 'python -m MODULE' does, instead of a script")
     parser.add_argument("target", nargs=argparse.REMAINDER,
@@ -183,6 +187,11 @@ def run(ns: argparse.Namespace) -> int:
     server = None
     code: int = 0
     try:
+        options = {k: v for k, v in (("measure", ns.measure), ("time_scale", ns.time_scale))
+                   if v is not None}
+        if options:
+            import memwatch
+            memwatch.configure(**options)
         log.start()
         if ns.serve is not None:
             from memwatch.httpapi import serve
