@@ -387,3 +387,72 @@ def test_snapshot_route(server, tmp_path, state):
     assert code == 201
     assert os.path.dirname(body["path"]) == str(tmp_path) and os.path.getsize(body["path"]) > 0
     assert body["size_bytes"] == os.path.getsize(body["path"])
+
+
+async def _serve_asgi_once_per_connection(app, host="127.0.0.1"):
+    """A minimal HTTP/1.0-style server on asyncio streams that drives an ASGI app."""
+
+    async def handle(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = lines[0].split(" ", 2)
+        path, _, query = target.partition("?")
+        headers = [(k.strip().lower().encode(), v.strip().encode())
+                   for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)]
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+                 "path": path, "raw_path": path.encode(), "query_string": query.encode(),
+                 "root_path": "", "headers": headers, "client": ("127.0.0.1", 0),
+                 "server": (host, 0)}
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(msg):
+            sent.append(msg)
+
+        await app(scope, receive, send)
+        start = sent[0]
+        out = [f"HTTP/1.1 {start['status']} X\r\n".encode()]
+        out += [k + b": " + v + b"\r\n" for k, v in start["headers"]]
+        out += [b"connection: close\r\n\r\n"] + [m.get("body", b"") for m in sent[1:]]
+        writer.write(b"".join(out))
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, host, 0)
+
+
+def test_asgi_over_a_real_socket_with_concurrent_clients():
+    st = MemwatchState()
+    st.on_stats(_stats())
+    app = make_asgi_app(state=st)
+    result = {}
+
+    def run_server(ready):
+        async def main():
+            server = await _serve_asgi_once_per_connection(app)
+            result["port"] = server.sockets[0].getsockname()[1]
+            ready.set()
+            async with server:
+                while not result.get("stop"):
+                    await asyncio.sleep(0.05)
+        asyncio.run(main())
+
+    ready = threading.Event()
+    thread = threading.Thread(target=run_server, args=(ready,), daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    base = f"http://127.0.0.1:{result['port']}"
+    try:
+        paths = ["/ah/memoryProfile/status", "/ah/memory", "/ah/census"] * 4
+        methods = {"/ah/census": "POST"}
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(pool.map(lambda p: request(base, methods.get(p, "GET"), p), paths))
+        assert [a[0] for a in answers] == [200, 200, 201] * 4
+        assert answers[0][1]["lastGC"]["current_base"] == 1100
+        code, body, _, _ = request(base, "GET", "/ah/memoryProfile/nope")
+        assert code == 404 and "GET /ah/memory" in body["fix"]
+    finally:
+        result["stop"] = True
+        thread.join(timeout=10)
