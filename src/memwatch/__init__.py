@@ -20,6 +20,10 @@ _LAZY = {
     "HeapDiff": "memwatch.heapdiff",
     "HeapDiffError": "memwatch.heapdiff",
     "format_size": "memwatch.formatting",
+    # the HTTP API (issue 6)
+    "serve": "memwatch.httpapi",
+    "make_wsgi_app": "memwatch.httpapi",
+    "make_asgi_app": "memwatch.httpapi",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
