@@ -15,6 +15,12 @@ extensions = [
         include_dirs=["src/memwatch"],
         extra_compile_args=compile_args,
     ),
+    # The tracker's GC callbacks in C and its "right after the collection" pending call.
+    Extension(
+        "memwatch._gchook",
+        ["src/memwatch/_gchook.pyx"],
+        extra_compile_args=compile_args,
+    ),
 ]
 
 setup(

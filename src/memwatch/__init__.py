@@ -24,6 +24,16 @@ _LAZY = {
     "serve": "memwatch.httpapi",
     "make_wsgi_app": "memwatch.httpapi",
     "make_asgi_app": "memwatch.httpapi",
+    # the GC-driven tracker (issue 3)
+    "on": "memwatch.tracker",
+    "once": "memwatch.tracker",
+    "off": "memwatch.tracker",
+    "start": "memwatch.tracker",
+    "stop": "memwatch.tracker",
+    "configure": "memwatch.tracker",
+    "gc": "memwatch.tracker",
+    "tracker_info": "memwatch.tracker",
+    "trace_gc": "memwatch.gctrace",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -40,3 +50,9 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+# MEMWATCH_TRACE_GC=1: node's --trace_gc, asked for explicitly by the environment.
+if __import__("os").environ.get("MEMWATCH_TRACE_GC", "").strip().lower() not in (
+        "", "0", "false", "no", "off"):
+    importlib.import_module("memwatch.gctrace")._from_environment()

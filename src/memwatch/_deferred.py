@@ -1,0 +1,208 @@
+"""Work that memwatch's GC callbacks hand off, done right after the collection.
+
+Why not in the callback itself: ``gc.callbacks`` run inside the collector.
+There ``gc.collect()`` silently does nothing, so a listener could not call
+``memwatch.gc()`` or take a ``HeapDiff``; and a listener that logs, locks or
+blocks would do so with the whole collection half-done.  The callbacks
+therefore only *record* (a tuple appended to a deque: atomic under the GIL,
+no lock a collecting thread could already hold) and :func:`post` a job.
+
+Who runs the jobs, and why two mechanisms:
+
+* **The main thread, via ``Py_AddPendingCall``** (``memwatch._gchook``) when
+  the collection ran in the main thread.  CPython runs a pending call at the
+  next eval-breaker check, i.e. microseconds after the collection returns to
+  the bytecode loop, in the thread that collected: the same "right after GC,
+  on the program's own thread" that node-memwatch gives.  No thread switch.
+* **A daemon worker thread** (``memwatch-tracker``) for collections in other
+  threads (a pending call would wait for the main thread, which may sit in
+  ``join()`` for the whole run), as a safety net when the main thread is
+  blocked in C code and has not reached its pending call, when the pending
+  queue is full, or when the C module is not built.  The same thread runs the
+  tracker's timer (sampling when no full collection happens for a while).
+
+Jobs run in the order they were posted, one drainer at a time (whichever
+thread gets there first), and never re-entrantly: a job that triggers a
+collection, or a listener that calls ``memwatch.gc()``, just posts more work
+that the running drain picks up after the current job returns.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+try:  # the C helper; without it every job goes through the worker thread
+    from memwatch import _gchook
+except ImportError:  # pragma: no cover - source checkout without a build
+    _gchook = None
+
+log = logging.getLogger("memwatch")
+
+_jobs: deque = deque()
+_drain_lock = threading.Lock()      # held by the one thread draining
+_wake = threading.Lock()            # locked = worker may sleep; release() wakes it
+_wake.acquire()
+_main_ident = threading.main_thread().ident
+_worker: threading.Thread | None = None
+_worker_stop = False
+_tick_hooks: list[Callable[[], None]] = []
+_tick_interval = 1.0
+_state_lock = threading.Lock()      # start/stop of the worker (never taken in a GC callback)
+
+
+def post(job: Callable[[], None]) -> None:
+    """Queue ``job`` to run soon, outside the collector.  Safe in a GC callback."""
+    _jobs.append(job)
+    if threading.get_ident() == _main_ident and _gchook is not None and _gchook.schedule():
+        return
+    wake()
+
+
+def wake() -> None:
+    """Wake the worker thread without ever blocking (safe in a GC callback)."""
+    try:
+        _wake.release()
+    except RuntimeError:  # already awake
+        pass
+
+
+def drain() -> None:
+    """Run the queued jobs unless another drain is running (in any thread)."""
+    while _jobs:
+        if not _drain_lock.acquire(False):
+            return  # the running drain will get to them
+        try:
+            while _jobs:
+                try:
+                    job = _jobs.popleft()
+                except IndexError:
+                    break
+                try:
+                    job()
+                except Exception:
+                    log.exception("memwatch: internal error in deferred work (ignored)")
+        finally:
+            _drain_lock.release()
+        # A job posted between our last check and the release found the lock
+        # held and returned: loop to pick it up.
+
+
+def _drain_handler() -> None:
+    drain()
+
+
+def set_tick(hooks: list[Callable[[], None]], interval: float) -> None:
+    """What the worker runs every ``interval`` seconds (the tracker's timer)."""
+    global _tick_hooks, _tick_interval
+    _tick_hooks = list(hooks)
+    _tick_interval = max(0.005, float(interval))
+    wake()
+
+
+def ensure_worker() -> None:
+    global _worker, _worker_stop
+    with _state_lock:
+        if _gchook is not None:
+            _gchook.set_handler(_drain_handler)
+        if _worker is not None and _worker.is_alive():
+            return
+        _worker_stop = False
+        _worker = threading.Thread(target=_run_worker, name="memwatch-tracker", daemon=True)
+        _worker.start()
+
+
+def stop_worker(timeout: float = 5.0) -> None:
+    global _worker, _worker_stop
+    with _state_lock:
+        worker = _worker
+        _worker = None
+        _worker_stop = True
+        if _gchook is not None:
+            _gchook.set_handler(None)
+    wake()
+    if worker is not None and worker is not threading.current_thread() and worker.is_alive():
+        worker.join(timeout)
+    drain()  # whatever was recorded before the stop is still delivered
+
+
+_hook_owners: set = set()
+
+
+def acquire_hooks(owner: str) -> None:
+    """Install the C bracket callbacks (gc_begin first, gc_end last) for ``owner``."""
+    with _state_lock:
+        _hook_owners.add(owner)
+        if _gchook is not None:
+            _gchook.install()
+
+
+def release_hooks(owner: str) -> None:
+    """Remove them when no owner is left (gc.callbacks back as it was)."""
+    with _state_lock:
+        _hook_owners.discard(owner)
+        if not _hook_owners and _gchook is not None:
+            _gchook.uninstall()
+
+
+def hooks_in_use() -> bool:
+    return bool(_hook_owners)
+
+
+def worker_thread() -> threading.Thread | None:
+    return _worker
+
+
+def _run_worker() -> None:
+    me = threading.current_thread()
+    next_tick = time.monotonic() + _tick_interval
+    while not _worker_stop and _worker is me:
+        timeout = max(0.0, next_tick - time.monotonic())
+        _wake.acquire(timeout=timeout)   # returns early when post()/wake() released it
+        if _worker_stop or _worker is not me:
+            break
+        # Jobs from other threads, and main-thread jobs whose pending call has
+        # not run yet (main thread blocked in C): the safety net.  Wait for a
+        # collection still running in another thread to end first: its Python
+        # callbacks release the GIL, and a listener running meanwhile could not
+        # collect (gc.collect() returns 0 while another collection runs).
+        _wait_for_collection_end()
+        drain()
+        now = time.monotonic()
+        if now >= next_tick:
+            next_tick = now + _tick_interval
+            for hook in _tick_hooks:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("memwatch: internal error in the tracker timer (ignored)")
+            drain()
+
+
+def _wait_for_collection_end(limit: float = 1.0) -> None:
+    if _gchook is None:
+        return
+    deadline = time.monotonic() + limit
+    while _gchook.in_collection() and time.monotonic() < deadline:
+        time.sleep(0.0005)
+
+
+def _after_fork_in_child() -> None:
+    """The child has one thread: the worker and every lock state are stale."""
+    global _drain_lock, _wake, _main_ident, _worker, _state_lock
+    _jobs.clear()
+    _drain_lock = threading.Lock()
+    _wake = threading.Lock()
+    _wake.acquire()
+    _state_lock = threading.Lock()
+    _main_ident = threading.get_ident()
+    _worker = None
+    if _gchook is not None:
+        _gchook.reset(counters=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
