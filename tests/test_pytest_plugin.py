@@ -38,6 +38,12 @@ def run(pytester, monkeypatch):
     """run(*args) in process; run(*args, subprocess=True) in a fresh interpreter."""
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [SRC_DIR, os.environ.get("PYTHONPATH")])))
+    try:
+        import pytest_asyncio  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
 
     def runner(*args: str, subprocess: bool = False):
         if subprocess:
@@ -526,8 +532,7 @@ def test_async_tests(pytester, run):
         def test_fixture_leaky_coroutine(no_leak):
             no_leak(leaky_fetch)
     """)
-    result = run("-q", "-p", "asyncio", "-o", "asyncio_mode=strict",
-                 "-o", "asyncio_default_fixture_loop_scope=function")
+    result = run("-q", "-p", "asyncio", "-o", "asyncio_mode=strict")
     result.assert_outcomes(passed=2, failed=3)
     result.stdout.fnmatch_lines(["*ValueError: async own error*"])
     result.stdout.fnmatch_lines([
@@ -576,3 +581,69 @@ def test_threads(pytester, run):
     result = run("-q")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["test_threads.Item * +2 +2 +2 +2 +2 *"])
+
+
+def test_pytest_fixtures_do_not_pile_up_across_calls(pytester, run):
+    # The marker calls the test again and again with the same fixture values:
+    # what pytest's fixtures keep per call must not read as a leak, and they
+    # must still work.
+    pytester.makepyfile(test_fixtures="""
+        import logging, os, sys, warnings
+        import pytest
+
+        class Cfg:
+            value = 1
+
+        FINALIZED = []
+
+        @pytest.fixture
+        def patched(monkeypatch):
+            monkeypatch.setattr(Cfg, "value", 10)
+            return monkeypatch
+
+        @pytest.mark.no_leak
+        def test_monkeypatch(patched, tmp_path):
+            assert Cfg.value == 10           # the fixture's patch stays
+            patched.setattr(Cfg, "value", 2)
+            patched.setenv("MEMWATCH_T", "1")
+            patched.setitem(sys.modules, "fake_mod_memwatch", object())
+            patched.syspath_prepend(str(tmp_path))
+            patched.chdir(tmp_path)
+            assert Cfg.value == 2
+
+        @pytest.mark.no_leak
+        def test_capsys(capsys):
+            print("hello " * 50)
+
+        @pytest.mark.no_leak
+        def test_capsys_read(capsys):
+            print("hello")
+            assert capsys.readouterr().out == "hello\\n"
+
+        @pytest.mark.no_leak
+        def test_caplog(caplog):
+            with caplog.at_level(logging.INFO):
+                logging.getLogger("app").info("hi %s", "there")
+            assert "hi there" in caplog.text
+
+        @pytest.mark.no_leak
+        def test_recwarn(recwarn):
+            warnings.warn("careful", UserWarning)
+            assert len(recwarn) >= 1
+
+        @pytest.mark.no_leak
+        def test_warns():
+            with pytest.warns(UserWarning):
+                warnings.warn("careful", UserWarning)
+
+        @pytest.mark.no_leak(warmup=1, runs=2)
+        def test_addfinalizer(request):
+            request.addfinalizer(lambda: FINALIZED.append(1))
+
+        def test_afterwards():
+            assert Cfg.value == 1 and "MEMWATCH_T" not in os.environ
+            assert "fake_mod_memwatch" not in sys.modules
+            assert FINALIZED == [1, 1, 1]
+    """)
+    result = run("-q", "-p", "no:randomly")
+    result.assert_outcomes(passed=8)

@@ -277,21 +277,49 @@ def _ignore_names(ignore: Any) -> tuple[str, ...]:
 # --------------------------------------------------------------------------
 
 class _Sinks:
-    """pytest's per-test accumulators: captured log records (caplog and the
-    report's "Captured log" section) and the list recording warnings.
+    """What pytest accumulates while one test is called again and again.
 
-    ``mark()`` notes their lengths; ``trim()`` cuts them back, so repeated
-    calls keep what the first call left and nothing more."""
+    * captured log records (``caplog`` and the report's "Captured log"),
+      recorded warnings, in-memory captured output (``capsys``,
+      ``--capture=sys``): ``mark()`` after the first call notes their
+      lengths, ``trim()`` after each later call cuts them back, so the first
+      call's output stays in the report and the repeats add nothing;
+    * ``monkeypatch`` fixtures handed to the test: ``begin()`` before the
+      first call notes what the fixtures patched; ``trim()`` undoes what the
+      call patched, so every call starts from the state the fixtures set up.
+    """
 
-    __slots__ = ("lists", "streams")
+    __slots__ = ("lists", "streams", "patches", "node", "finalizers")
 
     def __init__(self) -> None:
         self.lists: list[tuple[list, int]] = []
-        self.streams: list[tuple[io.StringIO, int]] = []
+        self.streams: list[tuple[Any, int]] = []
+        self.patches: list[tuple[Any, int, int, bool, bool]] = []
+        self.node: Any = None
+        self.finalizers: tuple[list, int] | None = None
+
+    def begin(self, funcargs: Iterable[Any] = (), node: Any = None) -> None:
+        self.node = node
+        for value in funcargs:
+            tp = type(value)
+            if tp.__name__ == "MonkeyPatch" and tp.__module__.startswith("_pytest"):
+                setattrs = getattr(value, "_setattr", None)
+                setitems = getattr(value, "_setitem", None)
+                if type(setattrs) is list and type(setitems) is list:
+                    self.patches.append((value, len(setattrs), len(setitems),
+                                         getattr(value, "_savesyspath", None) is None,
+                                         getattr(value, "_cwd", None) is None))
 
     def mark(self) -> None:
         self.lists = []
         self.streams = []
+        # request.addfinalizer() in the test body: the first call's finalizers
+        # run at teardown; later calls' run right after their call.
+        try:
+            fins = self.node.session._setupstate.stack[self.node][0]
+        except (AttributeError, KeyError, TypeError, IndexError):
+            fins = None
+        self.finalizers = (fins, len(fins)) if type(fins) is list else None
         logging = sys.modules.get("logging")
         if logging is not None:
             for handler in logging.getLogger().handlers:
@@ -307,15 +335,61 @@ class _Sinks:
         log = getattr(impl, "__self__", None)
         if type(log) is list:
             self.lists.append((log, len(log)))
+        for stream in (sys.stdout, sys.stderr):
+            if (isinstance(stream, io.TextIOWrapper)
+                    and type(stream).__module__.startswith("_pytest")
+                    and isinstance(getattr(stream, "buffer", None), io.BytesIO)):
+                try:
+                    self.streams.append((stream, stream.tell()))
+                except (OSError, ValueError):
+                    pass
 
     def trim(self) -> None:
+        if self.finalizers is not None:
+            fins, n = self.finalizers
+            while len(fins) > n:
+                fins.pop()()
         for lst, n in self.lists:
             if len(lst) > n:
                 del lst[n:]
         for stream, pos in self.streams:
-            if not stream.closed and stream.tell() != pos:
-                stream.seek(pos)
-                stream.truncate()
+            try:
+                if not stream.closed and stream.tell() > pos:
+                    stream.seek(pos)
+                    stream.truncate()
+            except (OSError, ValueError):
+                pass
+        for mp, n_attr, n_item, no_syspath, no_cwd in self.patches:
+            _undo_patches(mp, n_attr, n_item, no_syspath, no_cwd)
+
+
+def _undo_patches(mp: Any, n_attr: int, n_item: int, no_syspath: bool, no_cwd: bool) -> None:
+    """Undo what a MonkeyPatch did after the noted lengths (as its undo() does)."""
+    import os
+    notset = getattr(sys.modules.get(type(mp).__module__), "notset", None)
+    setattrs = mp._setattr
+    for obj, name, value in reversed(setattrs[n_attr:]):
+        if value is not notset:
+            setattr(obj, name, value)
+        else:
+            delattr(obj, name)
+    del setattrs[n_attr:]
+    setitems = mp._setitem
+    for dictionary, key, value in reversed(setitems[n_item:]):
+        if value is notset:
+            try:
+                del dictionary[key]
+            except KeyError:
+                pass
+        else:
+            dictionary[key] = value
+    del setitems[n_item:]
+    if no_syspath and getattr(mp, "_savesyspath", None) is not None:
+        sys.path[:] = mp._savesyspath
+        mp._savesyspath = None
+    if no_cwd and getattr(mp, "_cwd", None) is not None:
+        os.chdir(mp._cwd)
+        mp._cwd = None
 
 
 # --------------------------------------------------------------------------
@@ -332,7 +406,8 @@ def _settle(collect: Callable[[], int]) -> None:
 def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
                   warmup: int | None = None, runs: int | None = None,
                   ignore: Any = None, tolerance: float | None = None,
-                  examples: bool = True, raise_on_leak: bool = True) -> Measurements:
+                  examples: bool = True, raise_on_leak: bool = True,
+                  funcargs: Iterable[Any] = (), node: Any = None) -> Measurements:
     """Call ``call()`` ``warmup`` times, then ``runs`` times with a census
     after a full collection around each, and judge the growth.
 
@@ -346,6 +421,7 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
     walk = _core.walk
     perf = time.perf_counter
     sinks = _Sinks()
+    sinks.begin(funcargs, node)
     raws: list[Any] = [None] * (runs + 1)
     spent = array("d", bytes(8 * (runs + 1)))
 
@@ -357,8 +433,7 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
         if first:
             sinks.mark()
             first = False
-        else:
-            sinks.trim()
+        sinks.trim()
     t0 = perf()
     _settle(quiet_collect)
     raws[0] = walk()
@@ -368,8 +443,7 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
         if first:
             sinks.mark()
             first = False
-        else:
-            sinks.trim()
+        sinks.trim()
         t0 = perf()
         _settle(quiet_collect)
         raws[i] = walk()
@@ -580,7 +654,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> object | None:
         testfunction(**testargs)
 
     try:
-        check_no_leak(call, label=pyfuncitem.name, **options)
+        check_no_leak(call, label=pyfuncitem.name, funcargs=testargs.values(),
+                      node=pyfuncitem, **options)
     except LeakFailed as failure:
         _record_leak(pyfuncitem, failure.measurements)
         raise
@@ -613,7 +688,7 @@ def no_leak(request: pytest.FixtureRequest) -> Callable[..., Measurements]:
 
         try:
             return check_no_leak(call, label=label, warmup=warmup, runs=runs,
-                                 ignore=ignore, tolerance=tolerance)
+                                 ignore=ignore, tolerance=tolerance, node=request.node)
         except LeakFailed as failure:
             _record_leak(request.node, failure.measurements)
             raise
@@ -637,7 +712,7 @@ def _check_async(request: pytest.FixtureRequest, func: Callable[..., Any], args:
             loop.run_until_complete(func(*args, **kwargs))
 
         try:
-            return check_no_leak(call, **options)
+            return check_no_leak(call, node=request.node, **options)
         except LeakFailed as failure:
             _record_leak(request.node, failure.measurements)
             raise
