@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end: a real Prometheus server scrapes memwatch's metrics on loopback.
 #
-# Starts two test services on 127.0.0.1 (a single process, and a parent that
-# serves prometheus_client's multiprocess registry for two forked "gunicorn
-# workers"), runs Debian's prometheus with its own config and storage in a
+# Starts two test services on 127.0.0.1 (a single process, and gunicorn with
+# two workers in prometheus_client's multiprocess mode), runs Debian's
+# prometheus with its own config and storage in a
 # temporary directory (not as a system service), and asks its HTTP query API
 # for memwatch's series.  Installs what it needs (apt: prometheus; pip:
-# prometheus-client); skips with a clear message, exit 0, where it cannot.
+# prometheus-client, gunicorn); skips with a clear message, exit 0, where it cannot.
 # Everything is bounded: it gives up after E2E_TIMEOUT seconds (default 120).
 #
 # Usage: bash scripts/prometheus-e2e.sh          (PYTHON=python3.X to pick an interpreter)
@@ -30,10 +30,12 @@ if [ -z "$PROM" ]; then
   [ -n "$PROM" ] || skip "no 'prometheus' binary and no apt-get as root to install Debian's package"
 fi
 
-if ! "$PYTHON" -c "import prometheus_client" 2>/dev/null; then
-  echo "prometheus-e2e: installing prometheus-client from PyPI"
-  "$PYTHON" -m pip install -q "prometheus-client>=0.17" || skip "pip install prometheus-client failed"
-fi
+for pkg in prometheus_client:prometheus-client gunicorn:gunicorn; do
+  if ! "$PYTHON" -c "import ${pkg%%:*}" 2>/dev/null; then
+    echo "prometheus-e2e: installing ${pkg#*:} from PyPI"
+    "$PYTHON" -m pip install -q "${pkg#*:}" || skip "pip install ${pkg#*:} failed"
+  fi
+done
 # memwatch: the installed one, or this checkout (built in place if needed).
 if ! "$PYTHON" -c "import memwatch._core" 2>/dev/null; then
   export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -66,51 +68,70 @@ EOF
 )
 
 cat > "$WORK/service.py" <<'EOF'
-"""A test service: memwatch's tracker + Prometheus metrics on 127.0.0.1, for a bounded time."""
-import gc, os, sys, tempfile, time
-mode, port, lifetime = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-if mode == "multi":
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mw-mp-")
+"""The single-process service: memwatch's tracker + Prometheus metrics on 127.0.0.1, bounded."""
+import gc, sys, time
+port, lifetime = int(sys.argv[1]), float(sys.argv[2])
 import memwatch, memwatch.prometheus as mwp
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import start_http_server
 
-def churn(seconds, keep):
-    end = time.monotonic() + seconds
-    leak = []
-    while time.monotonic() < end:
+coll = mwp.register(top_types=10)
+coll.record_census(memwatch.census())
+start_http_server(port, addr="127.0.0.1")
+end = time.monotonic() + lifetime
+leak = []
+while time.monotonic() < end:
+    junk = [[] for _ in range(2000)]
+    for j in junk:
+        j.append(j)
+    del junk
+    leak.append(["x" * 64 for _ in range(200)])  # grows: a small, steady leak
+    gc.collect()
+    time.sleep(0.1)
+EOF
+
+# The multiprocess service: real gunicorn with two workers in prometheus_client's
+# multiprocess mode; memwatch is registered in each worker by post_worker_init.
+mkdir -p "$WORK/mp"
+cat > "$WORK/gunicorn_app.py" <<'EOF'
+import gc
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.multiprocess import MultiProcessCollector
+
+registry = CollectorRegistry()
+MultiProcessCollector(registry)
+metrics = make_wsgi_app(registry)
+leak = []
+
+def app(environ, start_response):
+    if environ.get("PATH_INFO") == "/metrics":
+        leak.append(["x" * 64 for _ in range(200)])   # each scrape leaks a little
         junk = [[] for _ in range(2000)]
         for j in junk:
             j.append(j)
         del junk
-        leak.append(["x" * 64 for _ in range(keep)])  # grows: a small, steady leak
         gc.collect()
-        time.sleep(0.1)
+        return metrics(environ, start_response)
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"not found\n"]
+EOF
+cat > "$WORK/gunicorn_conf.py" <<'EOF'
+workers = 2
+loglevel = "warning"
 
-if mode == "single":
-    coll = mwp.register(top_types=10)
-    coll.record_census(memwatch.census())
-    start_http_server(port, addr="127.0.0.1")
-    churn(lifetime, 200)
-else:
-    from prometheus_client.multiprocess import MultiProcessCollector
-    workers = []
-    for k in range(2):
-        pid = os.fork()
-        if pid == 0:
-            mwp.register(interval=0.2)       # in the worker, as gunicorn's post_worker_init would
-            churn(lifetime, 100 * (k + 1))
-            os._exit(0)
-        workers.append(pid)
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)
-    start_http_server(port, addr="127.0.0.1", registry=registry)
-    for pid in workers:
-        os.waitpid(pid, 0)
+def post_worker_init(worker):
+    import memwatch, memwatch.prometheus
+    memwatch.configure(timer_interval=1.0)   # a sample every second even when idle
+    memwatch.prometheus.register(interval=0.2)
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
 EOF
 
 LIFETIME=$((TIMEOUT + 10))
-"$PYTHON" "$WORK/service.py" single "$P_SINGLE" "$LIFETIME" > "$WORK/single.log" 2>&1 & PIDS+=($!)
-"$PYTHON" "$WORK/service.py" multi "$P_MULTI" "$LIFETIME" > "$WORK/multi.log" 2>&1 & PIDS+=($!)
+"$PYTHON" "$WORK/service.py" "$P_SINGLE" "$LIFETIME" > "$WORK/single.log" 2>&1 & PIDS+=($!)
+(cd "$WORK" && PROMETHEUS_MULTIPROC_DIR="$WORK/mp" exec timeout "$LIFETIME" "$PYTHON" -m gunicorn \
+   -c gunicorn_conf.py -b "127.0.0.1:$P_MULTI" gunicorn_app:app) > "$WORK/multi.log" 2>&1 & PIDS+=($!)
 
 cat > "$WORK/prometheus.yml" <<EOF
 global:
@@ -124,7 +145,7 @@ scrape_configs:
 EOF
 "$PROM" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/data" \
   --web.listen-address="127.0.0.1:$P_PROM" --log.level=warn > "$WORK/prometheus.log" 2>&1 & PIDS+=($!)
-echo "prometheus-e2e: $("$PROM" --version 2>&1 | head -1) on 127.0.0.1:$P_PROM scraping 127.0.0.1:$P_SINGLE (single) and 127.0.0.1:$P_MULTI (multiprocess)"
+echo "prometheus-e2e: $("$PROM" --version 2>&1 | head -1) on 127.0.0.1:$P_PROM scraping 127.0.0.1:$P_SINGLE (single) and 127.0.0.1:$P_MULTI (gunicorn, 2 workers, multiprocess mode)"
 
 if "$PYTHON" - "$P_PROM" "$TIMEOUT" <<'EOF'
 import json, sys, time, urllib.parse, urllib.request
