@@ -96,7 +96,7 @@ def _ms(text: str) -> float:
 
 
 def run_wrk(port: int, duration: float, connections: int, threads: int) -> dict:
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency",
                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
                          timeout=duration + 60, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))

@@ -375,7 +375,7 @@ class MemwatchState:
         path = os.path.join(directory, name)
         lock = self._heavy_work()
         try:
-            writer(path)
+            info = writer(path)
         finally:
             lock.release()
         size = os.path.getsize(path)
@@ -389,7 +389,9 @@ class MemwatchState:
             except OSError:
                 pass
         from memwatch.formatting import format_size
-        return {"path": path, "size_bytes": size, "size": format_size(size), "timestamp": _now(),
+        nodes = info.get("nodes") if isinstance(info, dict) else None
+        return {"path": path, "size_bytes": size, "size": format_size(size), "nodes": nodes,
+                "timestamp": _now(),
                 "open": "Chrome DevTools > Memory > Load profile; at most "
                         f"{self.keep_snapshots} snapshots are kept, older ones are deleted"}
 

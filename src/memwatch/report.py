@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from memwatch.formatting import format_duration, format_size
 
-__all__ = ["load_events", "render_html", "add_arguments", "main"]
+__all__ = ["add_parser", "load_events", "render_html", "add_arguments", "main"]
 
 HELP = "draw current_base, estimated_base and RSS over time from 'memwatch run --jsonl' output"
 
@@ -381,6 +381,13 @@ def run(ns: argparse.Namespace) -> int:
     print(f"memwatch report: {len(events['stats'])} stats and {len(events['leak'])} leak events "
           f"-> {ns.output}", file=sys.stderr)
     return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``memwatch report`` with the ``memwatch`` command's subparsers."""
+    p = subparsers.add_parser("report", help=HELP, description=HELP)
+    add_arguments(p)
+    p.set_defaults(func=run)
 
 
 def main(argv: list[str] | None = None) -> int:

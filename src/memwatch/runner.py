@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from memwatch.formatting import format_duration, format_size
 
-__all__ = ["EventLog", "add_arguments", "main", "format_stats", "format_leak"]
+__all__ = ["add_parser", "EventLog", "add_arguments", "main", "format_stats", "format_leak"]
 
 HELP = "run a Python program under memwatch's tracker, printing stats and leak events"
 
@@ -246,6 +246,13 @@ def _run_program(module: str | None, target: list[str]) -> int:
                 sys.path.remove(os.path.dirname(os.path.abspath(target[0])) if target else "")
             except ValueError:
                 pass
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``memwatch run`` with the ``memwatch`` command's subparsers."""
+    p = subparsers.add_parser("run", help=HELP, description=HELP)
+    add_arguments(p)
+    p.set_defaults(func=run)
 
 
 def main(argv: list[str] | None = None) -> int:
