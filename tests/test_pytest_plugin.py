@@ -647,3 +647,43 @@ def test_pytest_fixtures_do_not_pile_up_across_calls(pytester, run):
     """)
     result = run("-q", "-p", "no:randomly")
     result.assert_outcomes(passed=8)
+
+
+def test_example_objects_are_the_new_leaked_ones(pytester, run):
+    # A stand-in for memwatch.retainers() that knows one root: it answers only
+    # for objects really kept in KEEP, so a path shows that the example the
+    # plugin picked is a new leaked object and not its own bookkeeping.
+    pytester.makeconftest("""
+        import pytest
+        import memwatch
+
+        def fake_retainers(obj, limit=1):
+            import test_examples
+            for i, kept in enumerate(test_examples.KEEP):
+                if kept is obj:
+                    return [f"test_examples -> dict 'KEEP' -> list[{i}] -> "
+                            f"{memwatch.type_name(type(obj))}"]
+            return []
+
+        @pytest.fixture(autouse=True)
+        def _fake(monkeypatch):
+            monkeypatch.setattr(memwatch, "retainers", fake_retainers, raising=False)
+    """)
+    pytester.makepyfile(test_examples="""
+        import pytest
+        KEEP = []
+
+        class Thing:
+            pass
+
+        @pytest.mark.parametrize("make", [Thing, lambda: str(len(KEEP)) * 2,
+                                          lambda: b"%d" % len(KEEP), lambda: len(KEEP) + 10**6,
+                                          lambda: float(len(KEEP))])
+        def test_kept(no_leak, make):
+            no_leak(lambda: KEEP.append(make()))
+    """)
+    result = run("-q")
+    result.assert_outcomes(failed=5)
+    for name in ["test_examples.Thing", "str", "bytes", "int", "float"]:
+        result.stdout.fnmatch_lines([f"  {name}: test_examples -> dict 'KEEP' -> list* -> {name}"])
+    assert "no retainer path found" not in result.stdout.str()

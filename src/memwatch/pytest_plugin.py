@@ -570,6 +570,9 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     _settle(quiet_collect)
     objects = _objects(_core.walk)
     old = set(before)
+    # The type names made for the scan above are new objects too: not examples.
+    old.update(map(id, names.values()))
+    old.add(id(before))
     found: dict[str, list[Any]] = {n: [] for n in wanted}
     for obj in objects:
         name = name_of(obj)
@@ -581,10 +584,10 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     del objects, old, before
     for name in wanted:
         candidates = found.pop(name)
+        candidates.reverse()
         while candidates:
-            obj = candidates.pop()
-            paths = retainers(obj, limit=1)
-            obj = None
+            # Passed straight from the list: this frame holds no name for it.
+            paths = retainers(candidates.pop(), limit=1)
             if paths:
                 m.examples[name] = str(paths[0])
                 break
