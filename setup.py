@@ -21,6 +21,12 @@ extensions = [
         ["src/memwatch/_gchook.pyx"],
         extra_compile_args=compile_args,
     ),
+    Extension(
+        "memwatch._graph",
+        ["src/memwatch/_graph.pyx"],
+        include_dirs=["src/memwatch"],
+        extra_compile_args=compile_args,
+    ),
 ]
 
 setup(

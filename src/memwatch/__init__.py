@@ -34,6 +34,13 @@ _LAZY = {
     "gc": "memwatch.tracker",
     "tracker_info": "memwatch.tracker",
     "trace_gc": "memwatch.gctrace",
+    # snapshots, retainer paths, dumps (issue 5)
+    "write_snapshot": "memwatch.snapshot",
+    "load_snapshot": "memwatch.snapshot",
+    "SnapshotError": "memwatch.snapshot",
+    "retainers": "memwatch.retainers",
+    "dump_on_signal": "memwatch.dumps",
+    "dump_on_leak": "memwatch.dumps",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

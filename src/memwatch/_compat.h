@@ -228,4 +228,119 @@ static inline PyTypeObject *mw_type(PyObject *o) { return Py_TYPE(o); }
 static inline int mw_is_code(PyObject *o) { return PyCode_Check(o); }
 static inline int mw_is_dict(PyObject *o) { return PyDict_Check(o); }
 
+/* Is the reference the walk is following this object's only one?  Then no
+ * other path can reach it and it needs no deduplication.  From 3.14 on,
+ * references held by frames may be uncounted ("stack refs"), so a count of 1
+ * no longer proves a single path: the shortcut is off there. */
+static inline int
+mw_sole_reference(PyObject *o)
+{
+#if PY_VERSION_HEX < 0x030E0000
+    return Py_REFCNT(o) == 1;
+#else
+    (void)o;
+    return 0;
+#endif
+}
+
+
+/* ------------------------------------------------------------------------
+ * Helpers for the object graph (_graph.pyx): naming references.
+ * They only read pointers and compare them; they never allocate, never
+ * materialise a __dict__ and never run Python code.
+ * ------------------------------------------------------------------------ */
+
+/* The __dict__ an object already has, or NULL (never creates one). */
+static inline PyObject *
+mw_existing_dict(PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+#if PY_VERSION_HEX >= 0x030B0000
+    if (PyType_HasFeature(tp, Py_TPFLAGS_MANAGED_DICT)) {
+        /* 3.11: dict pointer; 3.12: dict-or-values (tagged, low bit 1 =
+         * values); 3.13+: PyManagedDictPointer.  Only compared, never
+         * dereferenced when tagged. */
+        PyObject *p = ((PyObject **)o)[-3];
+        if (((uintptr_t)p) & 1) {
+            return NULL;
+        }
+        return p;
+    }
+#endif
+    if (tp->tp_dictoffset > 0) {
+        return *(PyObject **)((char *)o + tp->tp_dictoffset);
+    }
+    return NULL;
+}
+
+/* Member slot i of a type's tp_members that holds an object reference
+ * (__slots__, and C types' T_OBJECT members); NULL name ends the array. */
+static inline const char *
+mw_member_name(PyTypeObject *tp, Py_ssize_t i, Py_ssize_t *offset)
+{
+    PyMemberDef *m = tp->tp_members;
+    if (m == NULL || m[i].name == NULL) {
+        return NULL;
+    }
+    *offset = (m[i].type == 6 || m[i].type == 16) ? m[i].offset : -1;
+    return m[i].name;
+}
+
+static inline PyObject *
+mw_member_value(PyObject *o, Py_ssize_t offset)
+{
+    return *(PyObject **)((char *)o + offset);
+}
+
+static inline PyTypeObject *mw_tp_base(PyTypeObject *tp) { return tp->tp_base; }
+static inline PyObject *mw_tp_dict(PyTypeObject *tp) { return tp->tp_dict; }
+static inline PyObject *mw_tp_mro(PyTypeObject *tp) { return tp->tp_mro; }
+static inline PyObject *mw_tp_bases(PyTypeObject *tp) { return tp->tp_bases; }
+static inline int mw_is_heaptype(PyTypeObject *tp) { return PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE); }
+static inline PyObject *mw_ht_name(PyTypeObject *tp) { return ((PyHeapTypeObject *)tp)->ht_name; }
+static inline PyObject *mw_ht_qualname(PyTypeObject *tp) { return ((PyHeapTypeObject *)tp)->ht_qualname; }
+static inline PyObject *mw_ht_slots(PyTypeObject *tp) { return ((PyHeapTypeObject *)tp)->ht_slots; }
+
+static inline int mw_is_function(PyObject *o) { return PyFunction_Check(o); }
+static inline PyObject *mw_func_code(PyObject *o) { return ((PyFunctionObject *)o)->func_code; }
+static inline PyObject *mw_func_globals(PyObject *o) { return ((PyFunctionObject *)o)->func_globals; }
+static inline PyObject *mw_func_defaults(PyObject *o) { return ((PyFunctionObject *)o)->func_defaults; }
+static inline PyObject *mw_func_kwdefaults(PyObject *o) { return ((PyFunctionObject *)o)->func_kwdefaults; }
+static inline PyObject *mw_func_closure(PyObject *o) { return ((PyFunctionObject *)o)->func_closure; }
+static inline PyObject *mw_func_name(PyObject *o) { return ((PyFunctionObject *)o)->func_name; }
+static inline PyObject *mw_func_qualname(PyObject *o) { return ((PyFunctionObject *)o)->func_qualname; }
+static inline PyObject *mw_func_annotations(PyObject *o) { return ((PyFunctionObject *)o)->func_annotations; }
+static inline int mw_is_cell(PyObject *o) { return PyCell_Check(o); }
+static inline PyObject *mw_cell_contents(PyObject *o) { return PyCell_GET(o); }
+static inline int mw_is_module(PyObject *o) { return PyModule_Check(o); }
+static inline int mw_is_type(PyObject *o) { return PyType_Check(o); }
+static inline int mw_is_list(PyObject *o) { return PyList_CheckExact(o); }
+static inline int mw_is_tuple(PyObject *o) { return PyTuple_CheckExact(o); }
+static inline int mw_is_str(PyObject *o) { return PyUnicode_Check(o); }
+static inline int mw_is_anyset(PyObject *o) { return PyAnySet_Check(o); }
+static inline int mw_is_long(PyObject *o) { return PyLong_CheckExact(o); }
+static inline Py_ssize_t mw_refcnt(PyObject *o) { return Py_REFCNT(o); }
+
+/* A str's characters, read without creating a UTF-8 copy. */
+static inline int mw_str_kind(PyObject *o) { return (int)PyUnicode_KIND(o); }
+static inline const void *mw_str_data(PyObject *o) { return PyUnicode_DATA(o); }
+static inline Py_ssize_t mw_str_len(PyObject *o) { return PyUnicode_GET_LENGTH(o); }
+static inline Py_UCS4 mw_str_char(int kind, const void *data, Py_ssize_t i) { return PyUnicode_READ(kind, data, i); }
+static inline int mw_str_interned(PyObject *o) { return PyUnicode_CHECK_INTERNED(o) != 0; }
+
+/* A small int's value, or -1 when it is negative or does not fit. */
+static inline long long
+mw_small_index(PyObject *o)
+{
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || v < 0 || v > 0x7FFFFFFF) {
+        if (v == -1) {
+            PyErr_Clear();
+        }
+        return -1;
+    }
+    return v;
+}
+
 #endif /* MEMWATCH_COMPAT_H */
