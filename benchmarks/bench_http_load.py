@@ -100,11 +100,19 @@ def run_wrk(port: int, duration: float, connections: int, threads: int) -> dict:
                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
                          timeout=duration + 60, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50": _ms(lat.get("50", "nan")), "p99": _ms(lat.get("99", "nan")),
+    return {"rps": rps, "requests": requests, "p50": _ms(lat.get("50", "nan")), "p99": _ms(lat.get("99", "nan")),
             "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else ""}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), in seconds."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def poll_status(port: int, stop: threading.Event, result: dict) -> None:
@@ -137,8 +145,13 @@ def one_run(mode: str, args: argparse.Namespace) -> dict:
         if mode == "memwatch":
             poller = threading.Thread(target=poll_status, args=(port, stop, poll), daemon=True)
             poller.start()
+        cpu0 = cpu_seconds(server.pid)
         res = run_wrk(port, args.duration, args.connections, args.wrk_threads)
+        cpu1 = cpu_seconds(server.pid)
         stop.set()
+        # The server's own CPU time per answered request: unlike req/s, hardly moved
+        # by other processes competing for the same cores.
+        res["cpu_us"] = (cpu1 - cpu0) / max(res["requests"], 1) * 1e6
         if poller:
             poller.join(timeout=15)
         res.update(status_ok=poll["ok"], status_failed=poll["failed"],
@@ -184,20 +197,25 @@ def main() -> int:
                      f"max {res['status_max_ms']:.1f} ms, {res['stats_events']} stats events"
                      if mode == "memwatch" else "")
             print(f"round {r + 1} {mode:>8}: {res['rps']:9.1f} req/s  p50 {res['p50']:6.2f} ms  "
-                  f"p99 {res['p99']:6.2f} ms{extra}", flush=True)
-    med = {m: {k: statistics.median(x[k] for x in v) for k in ("rps", "p50", "p99")}
+                  f"p99 {res['p99']:6.2f} ms  cpu {res['cpu_us']:6.1f} us/req{extra}", flush=True)
+    med = {m: {k: statistics.median(x[k] for x in v) for k in ("rps", "p50", "p99", "cpu_us")}
            for m, v in runs.items()}
     base = med["plain"]
     print()
     print(f"waitress ({args.server_threads} threads) + wrk ({args.wrk_threads} thread, {args.connections} "
           f"connections, {args.duration:g}s per run), medians of {args.rounds} runs, loopback, "
           f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    print(f"{'':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}")
     for m in ("plain", "memwatch"):
-        print(f"{m:10} {med[m]['rps']:10.1f} {med[m]['p50']:8.2f} {med[m]['p99']:8.2f}")
+        print(f"{m:10} {med[m]['rps']:10.1f} {med[m]['p50']:8.2f} {med[m]['p99']:8.2f} "
+              f"{med[m]['cpu_us']:11.1f}")
     cost = lambda k, sign: sign * (med["memwatch"][k] - base[k]) / base[k] * 100  # noqa: E731
-    print(f"{'cost':10} {cost('rps', -1):+9.1f}% {cost('p50', 1):+7.1f}% {cost('p99', 1):+7.1f}%"
-          "   (positive = memwatch slower)")
+    print(f"{'cost':10} {cost('rps', -1):+9.1f}% {cost('p50', 1):+7.1f}% {cost('p99', 1):+7.1f}% "
+          f"{cost('cpu_us', 1):+10.1f}%   (positive = memwatch slower)")
+    spread = {m: (min(x["rps"] for x in v), max(x["rps"] for x in v)) for m, v in runs.items()}
+    print(f"req/s range over the runs: plain {spread['plain'][0]:.0f}-{spread['plain'][1]:.0f}, "
+          f"memwatch {spread['memwatch'][0]:.0f}-{spread['memwatch'][1]:.0f} (other load on the "
+          "machine moves req/s; CPU per request is the steadier measure)")
     mw = runs["memwatch"]
     ok, failed = sum(x["status_ok"] for x in mw), sum(x["status_failed"] for x in mw)
     print(f"status endpoint under load: {ok} answers 200, {failed} failed, slowest "
