@@ -130,3 +130,19 @@ def test_run_serves_the_http_api_while_the_program_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"HTTP API on http://127.0.0.1:{port}/ah" in proc.stderr
     assert proc.stdout.strip() == "200 ['counts', 'lastDiff', 'lastEvent', 'lastGC']"
+
+
+def test_subcommands_register_with_an_argparse_dispatcher():
+    import argparse
+
+    from memwatch import report, runner
+
+    parser = argparse.ArgumentParser(prog="memwatch")
+    sub = parser.add_subparsers(dest="command")
+    runner.add_parser(sub)
+    report.add_parser(sub)
+    ns = parser.parse_args(["run", "--jsonl", "ev.jsonl", "--serve", "0", "app.py", "--its", "-x"])
+    assert ns.func is runner.run and ns.jsonl == "ev.jsonl" and ns.serve == 0
+    assert ns.target == ["app.py", "--its", "-x"]                 # the program's own args untouched
+    ns = parser.parse_args(["report", "ev.jsonl", "-o", "r.html"])
+    assert ns.func is report.run and ns.output == "r.html"
