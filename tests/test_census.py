@@ -346,3 +346,26 @@ def test_census_from_many_threads_at_once():
     for t in threads:
         t.join()
     assert not errors and len(results) == 12 and all(r > 0 for r in results)
+
+
+def test_sole_references_are_counted_exactly_once(gc_off):
+    # Objects whose only reference is the one being followed skip the seen-set.
+    # A key of a dict that is not str-keyed is reported twice (by dict_traverse
+    # and by the key enumeration), so it must still be counted once; so must a
+    # sole-reference string in a list, tuple and instance.
+    key = "".join(["sole-key-", str(id(object()))])
+    mixed = {1: "one", key: 2}
+    assert sys.getrefcount(key) == 3      # the dict, this local, the call's argument
+    del key                               # now the dict holds the only reference
+    in_list = ["".join(["sole-in-list-", str(i)]) for i in range(3)]
+    in_tuple = tuple("".join(["sole-in-tuple-", str(i)]) for i in range(3))
+    # Held by a tracked list: a running frame's locals are not reported by
+    # frame_tp_traverse, so an untracked dict held only by a local is unseen.
+    holder = [mixed, in_tuple]  # noqa: F841
+    raw = _core.walk(keep_objects=True)
+    ids = [id(o) for o in raw.objects]
+    assert len(ids) == len(set(ids))
+    key_id = next(id(k) for k in mixed if isinstance(k, str))
+    assert ids.count(key_id) == 1
+    for s in in_list + list(in_tuple):
+        assert ids.count(id(s)) == 1

@@ -54,6 +54,7 @@ cdef extern from "_compat.h":
     PyTypeObject* mw_type(PyObject*)
     int mw_is_code(PyObject*)
     int mw_is_dict(PyObject*)
+    int mw_sole_reference(PyObject*)
     int MW_SIZEOF_OBJECT
     int MW_SIZEOF_CFUNC
     int MW_SIZEOF_DEFERRED
@@ -118,14 +119,13 @@ cdef struct PtrSet:
     int shift           # 64 - log2(cap), for Fibonacci hashing
 
 
-cdef inline size_t _set_slot(uintptr_t p, size_t mask) noexcept nogil:
-    """Slot for an object address in the seen-set.
+cdef inline size_t _set_slot(uintptr_t p, int shift) noexcept nogil:
+    """Slot for an object address in the seen-set: Fibonacci hashing.
 
-    Objects reached one after another were mostly allocated near each other
-    (pymalloc arenas are 1 MiB), so the low 20 address bits are kept in order,
-    which keeps consecutive probes in the same cache lines; the arena number
-    is hashed so that different arenas land on unrelated parts of the table."""
-    return <size_t>(((p >> 4) + (((<uint64_t>p >> 20) * _FIB) >> 40)) & mask)
+    Objects are at least 8-byte aligned and 16 bytes apart, so the low 3 bits
+    carry nothing; the multiply spreads the rest uniformly.  (Order-preserving
+    hashes looked cache-friendlier but made long linear-probing clusters.)"""
+    return <size_t>(((<uint64_t>p >> 3) * _FIB) >> shift)
 
 
 cdef int ptrset_init(PtrSet* s, size_t want) noexcept nogil:
@@ -163,7 +163,7 @@ cdef int ptrset_grow(PtrSet* s) noexcept nogil:
     for i in range(s.cap):
         p = s.slots[i]
         if p != 0:
-            j = _set_slot(p, mask)
+            j = _set_slot(p, bigger.shift)
             while bigger.slots[j] != 0:
                 j = (j + 1) & mask
             bigger.slots[j] = p
@@ -180,7 +180,7 @@ cdef inline int ptrset_add(PtrSet* s, uintptr_t p) noexcept nogil:
         if ptrset_grow(s) < 0:
             return -1
     mask = s.cap - 1
-    j = _set_slot(p, mask)
+    j = _set_slot(p, s.shift)
     while True:
         if s.slots[j] == p:
             return 0
@@ -320,6 +320,7 @@ cdef struct Walk:
     TypeTable types
     RecordBuf records
     int recording
+    int sole_ref_ok        # see _visit: set while tp_traverse of a non-dict runs
     int dedup_tracked
     int slow_sizes         # self-check failed: size every object via sys.getsizeof
     int error
@@ -426,20 +427,8 @@ cdef inline bint _has_hidden_referents(PyObject* o) noexcept:
     return mw_is_gc(o) or mw_is_code(o)
 
 
-cdef int _visit(PyObject* o, void* arg) noexcept:
-    """tp_traverse callback: queue or count each referent seen for the first time."""
-    cdef Walk* w = <Walk*>arg
-    cdef int added
-    if o == NULL:
-        return 0
-    if not w.dedup_tracked and PyObject_GC_IsTracked(o):
-        return 0          # reached on its own from gc.get_objects()
-    added = ptrset_add(&w.seen, <uintptr_t>o)
-    if added == 0:
-        return 0
-    if added < 0:
-        w.error = ERR_NOMEM
-        return 1
+cdef inline int _take(Walk* w, PyObject* o) noexcept:
+    """A referent seen for the first time: queue it, or count it now."""
     if _has_hidden_referents(o):
         if stack_push(&w.stack, o) < 0:
             w.error = ERR_NOMEM
@@ -449,9 +438,38 @@ cdef int _visit(PyObject* o, void* arg) noexcept:
     return 1 if _account(w, o) < 0 else 0
 
 
+cdef int _visit(PyObject* o, void* arg) noexcept:
+    """tp_traverse callback: queue or count each referent seen for the first time."""
+    cdef Walk* w = <Walk*>arg
+    cdef int added
+    if o == NULL:
+        return 0
+    if PyObject_GC_IsTracked(o):
+        if not w.dedup_tracked:
+            return 0      # reached on its own from gc.get_objects()
+    elif w.sole_ref_ok and mw_sole_reference(o):
+        # The reference being traversed is this object's only one, so no
+        # other path can lead here again: count it without the seen-set.
+        return _take(w, o)
+    added = ptrset_add(&w.seen, <uintptr_t>o)
+    if added == 0:
+        return 0
+    if added < 0:
+        w.error = ERR_NOMEM
+        return 1
+    return _take(w, o)
+
+
 cdef inline int _expand(Walk* w, PyObject* o) noexcept:
     """Visit everything o refers to."""
-    if mw_traverse(o, _visit, w) != 0 or w.error:
+    cdef int r
+    # dict_traverse reports the keys of non-str-keyed dicts, and the key
+    # enumeration below reports them again: a dict's referents must always go
+    # through the seen-set.  Everything else reports each reference once.
+    w.sole_ref_ok = not mw_is_dict(o)
+    r = mw_traverse(o, _visit, w)
+    w.sole_ref_ok = 0
+    if r != 0 or w.error:
         return -1
     if mw_is_dict(o):
         if mw_visit_dict_keys(o, _visit, w) != 0 or w.error:
