@@ -38,7 +38,7 @@ _LAZY = {
     "write_snapshot": "memwatch.snapshot",
     "load_snapshot": "memwatch.snapshot",
     "SnapshotError": "memwatch.snapshot",
-    "retainers": "memwatch.retainers",
+    "retainers": "memwatch.retainer_paths",
     "dump_on_signal": "memwatch.dumps",
     "dump_on_leak": "memwatch.dumps",
 }

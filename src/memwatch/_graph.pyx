@@ -1182,11 +1182,13 @@ cdef int _write_all(_Session s, list statics, uint32_t name_base, uint32_t holde
     if _put(g, b'],\n"edges":[', 12) < 0:
         raise OSError(errno, "memwatch: cannot write the snapshot")
     g.ordinal = 0
+    # The holder first: memlab walks a level last-in first-out, so the
+    # modules are preferred on ties, as memwatch.retainers() prefers them.
+    if _put_edge(g, ET_INTERNAL, holder_name, SYN_EXTERNAL) < 0:
+        raise OSError(errno, "memwatch: cannot write the snapshot")
     for k, (name, node) in enumerate(s.root_edges):
         if _put_edge(g, ET_PROPERTY, root_names[k], <uint64_t>node + NSYN) < 0:
             raise OSError(errno, "memwatch: cannot write the snapshot")
-    if _put_edge(g, ET_INTERNAL, holder_name, SYN_EXTERNAL) < 0:
-        raise OSError(errno, "memwatch: cannot write the snapshot")
     nexternal = 0
     for i in range(g.n):
         if g.nodes[i].flags & F_EXTERNAL:

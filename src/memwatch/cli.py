@@ -20,7 +20,7 @@ from typing import Sequence
 COMMANDS: list[tuple[str, str]] = [
     ("summary", "memwatch.snapshot"),
     ("diff", "memwatch.snapshot"),
-    ("retainers", "memwatch.retainers"),
+    ("retainers", "memwatch.retainer_paths"),
 ]
 
 

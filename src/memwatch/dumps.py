@@ -98,8 +98,8 @@ class _LeakDumper:
         self.last = float("-inf")
         self.lock = threading.Lock()
 
-    def _prune(self, room_for: int) -> None:
-        """Drop our oldest files until one more of ``room_for`` bytes fits."""
+    def _prune(self, room_for: int, adding: int = 1) -> None:
+        """Drop our oldest files until ``adding`` more of ``room_for`` bytes fit."""
         def used() -> int:
             total = 0
             for p in self.written:
@@ -108,7 +108,7 @@ class _LeakDumper:
                 except OSError:
                     pass
             return total
-        while self.written and (len(self.written) + 1 > self.max_files
+        while self.written and (len(self.written) + adding > self.max_files
                                 or used() + room_for > self.max_bytes):
             old = self.written.pop(0)
             try:
@@ -139,7 +139,7 @@ class _LeakDumper:
                 log.error("memwatch: could not write a heap snapshot on leak: %s", e)
                 return
             self.written.append(path)
-            self._prune(0)
+            self._prune(0, adding=0)
             if path not in self.written:
                 log.warning("memwatch: leak snapshot %s removed: over the disk budget", path)
 

@@ -240,7 +240,12 @@ class Snapshot:
         found: list[int] = []
         while queue and len(found) < limit:
             u = queue.popleft()
-            for etype, name, v in self.edges_of(u):
+            out = list(self.edges_of(u))
+            if u == 0:
+                # Named roots (modules, threads) before synthetic holders,
+                # as memwatch.retainers() walks them.
+                out.sort(key=lambda e: self.node_type(e[2]) == "synthetic")
+            for etype, name, v in out:
                 if etype == "weak" or v in parent:
                     continue
                 parent[v] = (u, etype, name)

@@ -1,4 +1,4 @@
-"""memwatch.retainers(): why is this object still alive?
+"""memwatch.retainers() (module memwatch.retainer_paths): why is this object still alive?
 
 Shortest reference paths from the roots (the modules in ``sys.modules``, the
 threads' running frames, and objects referenced from outside the heap graph:

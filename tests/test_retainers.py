@@ -1,0 +1,142 @@
+"""memwatch.retainers(): shortest reference paths from the roots."""
+from __future__ import annotations
+
+import gc
+import sys
+import types
+import weakref
+
+import pytest
+
+import memwatch
+from memwatch.retainer_paths import RetainerPath, RetainerStep
+
+
+def _class(name, module="app", **ns):
+    cls = type(name, (), dict(ns, __module__=module))
+    cls.__qualname__ = name
+    return cls
+
+
+@pytest.fixture
+def app_module():
+    mod = types.ModuleType("app.handlers")
+    sys.modules["app.handlers"] = mod
+    yield mod
+    del sys.modules["app.handlers"]
+    mod.__dict__.clear()
+
+
+def test_the_documented_one_line_form(app_module):
+    Session = _class("Session")
+    app_module.CACHE = [Session() for _ in range(5)]
+    target = app_module.CACHE[3]
+    paths = memwatch.retainers(target, limit=1)
+    assert len(paths) == 1
+    assert str(paths[0]) == "app.handlers -> dict 'CACHE' -> list[3] -> app.Session"
+    path = paths[0]
+    assert isinstance(path, RetainerPath) and path.root == "app.handlers"
+    assert [s.type_name for s in path.steps] == ["module", "dict", "list", "app.Session"]
+    assert [(s.kind, s.name) for s in path.steps[1:]] == [("key", "'CACHE'"), ("index", 3),
+                                                          (None, None)]
+    assert all(isinstance(s, RetainerStep) for s in path)
+    assert path.to_dict()["path"] == str(path)
+
+
+def test_paths_to_the_instances_of_a_type(app_module):
+    Session = _class("Session")
+    app_module.A = Session()
+    app_module.B = {"x": [Session()]}
+    paths = memwatch.retainers(Session, limit=5)
+    assert [str(p) for p in paths] == ["app.handlers -> dict 'A' -> app.Session",
+                                       "app.handlers -> dict 'B' -> dict 'x' -> list[0] -> app.Session"]
+
+
+def test_several_referrers_nearest_first(app_module):
+    Session = _class("Session")
+    s = Session()
+    app_module.DIRECT = s
+    app_module.NESTED = [[s]]
+    del s
+    paths = memwatch.retainers(app_module.DIRECT, limit=5)
+    assert [str(p) for p in paths] == [
+        "app.handlers -> dict 'DIRECT' -> app.Session",
+        "app.handlers -> dict 'NESTED' -> list[0] -> list[0] -> app.Session"]
+
+
+def test_attributes_slots_and_closures_are_named(app_module):
+    Holder = _class("Holder")
+    Slotted = type("Slotted", (), {"__slots__": ("payload",), "__module__": "app"})
+    Leaf = _class("Leaf")
+    h = Holder()
+    h.items = [Slotted()]
+    h.items[0].payload = Leaf()
+
+    def make():
+        captured = h
+
+        def inner():
+            return captured
+        return inner
+    app_module.HOLDER_FN = make()
+    del h
+    (path,) = memwatch.retainers(Leaf, limit=1)
+    assert str(path) == ("app.handlers -> dict 'HOLDER_FN' -> function.__closure__ -> tuple[0] "
+                         "-> cell.cell_contents -> app.Holder.items -> list[0] -> app.Slotted.payload "
+                         "-> app.Leaf")
+
+
+def test_limit_and_no_path():
+    Orphan = _class("Orphan")
+    local_only = Orphan()
+    # Held only by this frame: the caller's own references are no path.
+    assert memwatch.retainers(local_only, limit=3) == []
+    assert memwatch.retainers(Orphan, limit=0) == []
+    with pytest.raises(ValueError):
+        memwatch.retainers(local_only, limit=-1)
+
+
+def test_does_not_keep_the_target_alive(app_module):
+    Session = _class("Session")
+    app_module.CACHE = [Session()]
+    ref = weakref.ref(app_module.CACHE[0])
+    paths = memwatch.retainers(app_module.CACHE[0], limit=1)
+    assert paths
+    app_module.CACHE.clear()
+    gc.collect()
+    assert ref() is None
+    assert all(isinstance(s.name, (str, int, type(None))) for p in paths for s in p.steps)
+
+
+def test_never_sees_its_own_bookkeeping(app_module):
+    Session = _class("Session")
+    app_module.ONLY = Session()
+    for _ in range(2):   # a second call must not find the first call's objects
+        paths = memwatch.retainers(app_module.ONLY, limit=10)
+        assert [str(p) for p in paths] == ["app.handlers -> dict 'ONLY' -> app.Session"]
+
+
+def test_deep_chain_is_walked_without_recursion(app_module):
+    Tail = _class("Tail")
+    node = [Tail()]
+    for _ in range(200_000):
+        node = [node]
+    app_module.CHAIN = node
+    del node
+    (path,) = memwatch.retainers(Tail, limit=1)
+    assert len(path.steps) == 200_000 + 4
+    assert str(path).endswith("list[0] -> list[0] -> app.Tail")
+
+
+def test_held_from_outside_the_heap_is_an_external_root():
+    Pinned = _class("Pinned")
+    obj = Pinned()
+    paths = memwatch.retainers(Pinned, limit=1)
+    if sys.version_info >= (3, 11):
+        # A running frame's locals are references from outside the heap graph.
+        assert [str(p) for p in paths] == ["app.Pinned (external)"]
+        assert paths[0].root == "(external)"
+    else:
+        # 3.10 frames are objects: the calling thread's frames are no path.
+        assert paths == []
+    assert obj
