@@ -17,7 +17,9 @@ memwatch's rule looks at the *floor* of the series, never at single samples:
   noise margin (``min_growth / (4 * segments)``), the floor of the last half
   of the last slice is above the last slice's floor too (so a cache that
   stopped filling no longer counts, at most half a slice after it stopped),
-  the total rise is at least ``min_growth``, and there are at least
+  no single one of these rises carries more than half of the total (a ramp,
+  not a step: the first big spike raising the allocator's high-water mark is
+  a step), the total rise is at least ``min_growth``, and there are at least
   ``min_samples`` samples.
 * After a leak is reported the history starts afresh: the next report needs
   a whole new window of growth.
@@ -109,6 +111,7 @@ class LeakDetector:
         self.window_ratio = float(window_ratio)
         self.max_buckets = max(4 * self.segments, int(max_buckets))
         self.margin = self.min_growth / (4 * self.segments)
+        self.max_step = max(0.5, 1.5 / self.segments)
         self._width = self.min_duration / (4 * self.segments)
         self._buckets: list[_Bucket] = []
         self._last_eval = float("-inf")
@@ -213,13 +216,18 @@ class LeakDetector:
         if tail is None or any(f is None for f in floors):
             return None
         margin = self.margin
-        for k in range(nseg - 1):
-            if floors[k + 1] - floors[k] < margin:  # type: ignore[operator]
-                return None
-        if tail - floors[-1] < margin / 2:  # type: ignore[operator]
+        rises = [floors[k + 1] - floors[k] for k in range(nseg - 1)]  # type: ignore[operator]
+        tail_rise = tail - floors[-1]  # type: ignore[operator]
+        if min(rises) < margin or tail_rise < margin / 2:
             return None
         growth = tail - floors[0]  # type: ignore[operator]
         if growth < self.min_growth:
+            return None
+        # A ramp, not a step: no single rise may carry most of the growth.  A
+        # leak grows about as much in every slice; a one-off step (the first
+        # large spike raising the allocator's high-water mark, a cache filled
+        # in one go) plus a little creep does not.
+        if max(max(rises), tail_rise) > self.max_step * growth:
             return None
         return Verdict(t0, t1, window[0].w0, window[-1].w1, growth,
                        sum(b.n for b in window))
