@@ -1,0 +1,214 @@
+"""The memwatch command: summary, diff, retainers; errors; a fuzzed reader."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import types
+
+import pytest
+
+import memwatch
+from memwatch import cli
+from memwatch.snapshot import SnapshotError, load_snapshot
+
+SCENARIO = """
+import sys, memwatch
+class Session:
+    pass
+Session.__module__ = "app"
+CACHE = {"CACHE": [None, None, None, Session()]}
+EXTRA = [Session() for _ in range(int(sys.argv[2]))]
+memwatch.write_snapshot(sys.argv[1])
+"""
+
+
+def _memwatch(*args, **kw):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return subprocess.run([sys.executable, "-m", "memwatch", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=120, **kw)
+
+
+@pytest.fixture(scope="module")
+def snapshots(tmp_path_factory):
+    d = tmp_path_factory.mktemp("snaps")
+    script = d / "scenario.py"
+    script.write_text(SCENARIO)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    out = []
+    for n, extra in (("a", 0), ("b", 50)):
+        path = d / f"{n}.heapsnapshot"
+        subprocess.run([sys.executable, str(script), str(path), str(extra)], check=True, env=env,
+                       timeout=120)
+        out.append(path)
+    return out
+
+
+def test_summary(snapshots):
+    proc = _memwatch("summary", snapshots[0], "-n", "5")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["type", "count", "size"]
+    assert lines[-1].startswith("total")
+    assert len(lines) == 1 + 5 + 2
+    js = json.loads(_memwatch("summary", snapshots[0], "--json").stdout)
+    assert js["nodes"] == load_snapshot(snapshots[0]).census().total_count
+
+
+def test_diff_in_heapdiffs_table_format(snapshots):
+    proc = _memwatch("diff", *snapshots)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("before: ") and "after: " in lines[0] and "change: " in lines[0]
+    assert lines[1].split() == ["type", "size", "change", "+", "-"]
+    row = next(line for line in lines if line.startswith("app.Session"))
+    assert row.split()[-2:] == ["50", "0"]
+    diff = json.loads(_memwatch("diff", *snapshots, "--json").stdout)
+    session = next(d for d in diff["change"]["details"] if d["what"] == "app.Session")
+    assert session["+"] == 50 and session["-"] == 0
+
+
+def test_retainers(snapshots):
+    proc = _memwatch("retainers", snapshots[0], "app.Session")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["__main__ -> dict 'CACHE' -> dict 'CACHE' -> list[3] -> app.Session"]
+    none = _memwatch("retainers", snapshots[0], "no.such.Type")
+    assert none.returncode == 1 and "no.such.Type" in none.stdout
+
+
+@pytest.mark.parametrize("content", [None, b"", b"{", b"[1, 2]", b'{"snapshot": {}}',
+                                     b'{"snapshot": {"meta": {"node_fields": [], "edge_fields": []}},'
+                                     b' "nodes": [], "edges": [], "strings": []}', b"\xff\xfe garbage"])
+def test_bad_files_give_one_line_errors(tmp_path, content):
+    path = tmp_path / "bad.heapsnapshot"
+    if content is not None:
+        path.write_bytes(content)
+    for cmd in (["summary", path], ["diff", path, path], ["retainers", path, "dict"]):
+        proc = _memwatch(*cmd)
+        assert proc.returncode == 2
+        assert proc.stdout == ""
+        assert proc.stderr.startswith("memwatch: error: ") and proc.stderr.count("\n") == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_truncated_snapshot(snapshots, tmp_path):
+    data = snapshots[0].read_bytes()
+    for cut in (10, len(data) // 3, len(data) - 3):
+        path = tmp_path / "cut.heapsnapshot"
+        path.write_bytes(data[:cut])
+        with pytest.raises(SnapshotError):
+            load_snapshot(path)
+    assert cli.main(["summary", str(path)]) == 2
+
+
+def test_commands_are_registered_from_modules(monkeypatch, capsys):
+    mod = types.ModuleType("memwatch_test_cmd")
+
+    def add_parser(subparsers):
+        p = subparsers.add_parser("hello")
+        p.set_defaults(func=lambda args: print("hi") or 0)
+    mod.add_parser = add_parser
+    monkeypatch.setitem(sys.modules, "memwatch_test_cmd", mod)
+    monkeypatch.setattr(cli, "COMMANDS", cli.COMMANDS + [("hello", "memwatch_test_cmd")])
+    assert cli.main(["hello"]) == 0
+    assert capsys.readouterr().out == "hi\n"
+    assert cli.main([]) == 2
+
+
+# -- fuzzing the reader ---------------------------------------------------------------
+
+def _tiny_snapshot() -> bytes:
+    """A small valid snapshot: root -> module -> dict -> list -> object."""
+    meta = {"node_fields": ["type", "name", "id", "self_size", "edge_count", "trace_node_id",
+                            "detachedness"],
+            "node_types": [["hidden", "array", "string", "object", "code", "closure", "regexp",
+                            "number", "native", "synthetic"], "string", "number", "number",
+                           "number", "number", "number"],
+            "edge_fields": ["type", "name_or_index", "to_node"],
+            "edge_types": [["context", "element", "property", "internal", "hidden", "shortcut",
+                            "weak"], "string_or_number", "node"]}
+    nodes = [9, 0, 1, 0, 1, 0, 0,
+             3, 1, 3, 72, 1, 0, 0,
+             3, 2, 5, 100, 1, 0, 0,
+             3, 3, 7, 64, 2, 0, 0,
+             3, 4, 9, 48, 0, 0, 0]
+    edges = [2, 5, 7, 3, 6, 14, 2, 7, 21, 1, 0, 28, 6, 8, 0]
+    strings = ["", "module", "dict", "list", "app.Session", "app", "__dict__", "CACHE", "w"]
+    return json.dumps({"snapshot": {"meta": meta, "node_count": 5, "edge_count": 5},
+                       "nodes": nodes, "edges": edges, "strings": strings}).encode()
+
+
+def _exercise(path):
+    try:
+        snap = load_snapshot(path)
+    except SnapshotError as e:
+        assert "\n" not in str(e)
+        return
+    snap.type_counts()
+    snap.census().format()
+    for hops in snap.retainer_paths("app.Session", limit=2) + snap.retainer_paths("list", limit=2):
+        snap.format_path(hops)
+
+
+def test_tiny_snapshot_is_read(tmp_path):
+    path = tmp_path / "tiny.heapsnapshot"
+    path.write_bytes(_tiny_snapshot())
+    snap = load_snapshot(path)
+    (hops,) = snap.retainer_paths("app.Session")
+    assert snap.format_path(hops) == "app -> dict 'CACHE' -> list[0] -> app.Session"
+
+
+def test_fuzz_the_reader_with_mutations(tmp_path):
+    rng = random.Random(1234)
+    base = _tiny_snapshot()
+    doc = json.loads(base)
+    path = tmp_path / "fuzz.heapsnapshot"
+    for _ in range(300):
+        if rng.random() < 0.5:
+            data = bytearray(base)
+            for _ in range(rng.randint(1, 4)):
+                i = rng.randrange(len(data))
+                op = rng.random()
+                if op < 0.4:
+                    data[i] = rng.randrange(256)
+                elif op < 0.7:
+                    del data[i:i + rng.randint(1, 20)]
+                else:
+                    data[i:i] = rng.choice([b"-1", b"1e309", b"[", b"}", b'"', b"9" * 30, b"null"])
+            path.write_bytes(bytes(data))
+        else:
+            d = json.loads(json.dumps(doc))
+            key = rng.choice(["nodes", "edges", "strings"])
+            arr = d[key]
+            if arr:
+                arr[rng.randrange(len(arr))] = rng.choice([-1, 10**9, 3.5, None, "x", [], 7, 0])
+            path.write_text(json.dumps(d))
+        _exercise(path)
+
+
+def test_fuzz_the_reader_with_hypothesis(tmp_path):
+    hypothesis = pytest.importorskip("hypothesis")
+    st = pytest.importorskip("hypothesis.strategies")
+    path = tmp_path / "h.heapsnapshot"
+    base = json.loads(_tiny_snapshot())
+    values = st.one_of(st.integers(-5, 40), st.none(), st.text(max_size=3), st.floats(allow_nan=False))
+
+    @hypothesis.settings(max_examples=150, deadline=None, database=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(key=st.sampled_from(["nodes", "edges", "strings"]),
+                      edits=st.lists(st.tuples(st.integers(0, 40), values), max_size=4),
+                      cut=st.integers(0, 2000))
+    def run(key, edits, cut):
+        d = json.loads(json.dumps(base))
+        for i, v in edits:
+            if d[key]:
+                d[key][i % len(d[key])] = v
+        raw = json.dumps(d).encode()
+        path.write_bytes(raw[:cut] if cut < len(raw) else raw)
+        _exercise(path)
+
+    run()
