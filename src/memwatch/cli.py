@@ -21,6 +21,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("summary", "memwatch.snapshot"),
     ("diff", "memwatch.snapshot"),
     ("retainers", "memwatch.retainer_paths"),
+    ("run", "memwatch.runner"),
+    ("report", "memwatch.report"),
 ]
 
 
