@@ -62,7 +62,7 @@ def _memwatch_run(tmp_path, script_src, *args, timeout=180):
     script = tmp_path / "prog.py"
     script.write_text(textwrap.dedent(script_src))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    return subprocess.run([sys.executable, "-m", "memwatch.runner", *args, str(script), "a1", "--flag"],
+    return subprocess.run([sys.executable, "-m", "memwatch.cli", "run", *args, str(script), "a1", "--flag"],
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
 
 
@@ -146,3 +146,15 @@ def test_subcommands_register_with_an_argparse_dispatcher():
     assert ns.target == ["app.py", "--its", "-x"]                 # the program's own args untouched
     ns = parser.parse_args(["report", "ev.jsonl", "-o", "r.html"])
     assert ns.func is report.run and ns.output == "r.html"
+
+
+@needs_tracker
+def test_run_then_report_through_the_memwatch_command(tmp_path):
+    proc = _memwatch_run(tmp_path, PROGRAM, "-q", "--jsonl", "ev.jsonl")
+    assert proc.returncode == 3 and "memwatch: stats" not in proc.stderr   # -q: leaks only
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    rep = subprocess.run([sys.executable, "-m", "memwatch.cli", "report", "ev.jsonl", "-o", "r.html"],
+                         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert "<svg" in page and "prog.py a1 --flag" in page and "exit code 3" in page
