@@ -184,6 +184,13 @@ mw_object_sizeof(PyObject *o)
     return res + tp->tp_basicsize;
 }
 
+/* list.__sizeof__ (Objects/listobject.c): the same on 3.10 to 3.14. */
+static inline Py_ssize_t
+mw_list_sizeof(PyObject *o)
+{
+    return Py_TYPE(o)->tp_basicsize + ((PyListObject *)o)->allocated * (Py_ssize_t)sizeof(void *);
+}
+
 static inline PyCFunction
 mw_method_cfunc(PyObject *descr)
 {

@@ -58,6 +58,7 @@ cdef extern from "_compat.h":
     int MW_SIZEOF_OBJECT
     int MW_SIZEOF_CFUNC
     int MW_SIZEOF_DEFERRED
+    Py_ssize_t mw_list_sizeof(PyObject*)
     Py_ssize_t MW_GC_HEAD_SIZE
 
 
@@ -334,6 +335,8 @@ cdef struct Walk:
 
 cdef object _SIZEOF_NAME = _sys.intern("__sizeof__")
 cdef PyCFunction _OBJECT_SIZEOF = mw_method_cfunc(object.__dict__["__sizeof__"])
+cdef PyCFunction _LIST_SIZEOF = mw_method_cfunc(list.__dict__["__sizeof__"])
+DEF SIZEOF_LIST = 3    # list.__sizeof__ (list and subclasses that keep it): inline
 cdef bint _slow_sizes = False   # set by _self_check() if the inline sizes disagree
 cdef size_t _untracked_hint = 0  # untracked objects the last full walk found
 
@@ -373,6 +376,8 @@ cdef inline long _type_index(Walk* w, PyTypeObject* tp) noexcept:
         e.fn = NULL
     else:
         e.kind = mw_classify_sizeof(tp, <object>w.sizeof_name, w.object_sizeof, &e.fn)
+        if e.kind == MW_SIZEOF_CFUNC and e.fn == _LIST_SIZEOF:
+            e.kind = SIZEOF_LIST
     t.index[j] = t.n + 1
     i = t.n
     t.n += 1
@@ -401,6 +406,8 @@ cdef inline int _account(Walk* w, PyObject* o) noexcept:
             return -1
     if e.kind == MW_SIZEOF_OBJECT:
         size = mw_object_sizeof(o)
+    elif e.kind == SIZEOF_LIST:
+        size = mw_list_sizeof(o)
     elif e.kind == MW_SIZEOF_CFUNC:
         size = mw_sizeof_via(e.fn, o)
         if size < 0:
@@ -956,6 +963,8 @@ def inline_size(obj):
     cdef int kind = mw_classify_sizeof(mw_type(<PyObject*>obj), _SIZEOF_NAME, _OBJECT_SIZEOF, &fn)
     if kind == MW_SIZEOF_OBJECT:
         return mw_object_sizeof(<PyObject*>obj) + mw_presize(<PyObject*>obj)
+    if kind == MW_SIZEOF_CFUNC and fn == _LIST_SIZEOF:
+        return mw_list_sizeof(<PyObject*>obj) + mw_presize(<PyObject*>obj)
     if kind == MW_SIZEOF_CFUNC:
         return mw_call_cfunc(fn, <PyObject*>obj) + mw_presize(<PyObject*>obj)
     return None
@@ -979,7 +988,12 @@ def _self_check():
     class _Slotted:
         __slots__ = ("a",)
 
-    samples = [object(), [], [1, 2, 3], (), (1, 2), {}, {"a": 1}, "", "abc", "\u20ac" * 9,
+    class _ListSub(list):
+        pass
+
+    grown = []
+    grown.extend(range(37))
+    samples = [object(), [], [1, 2, 3], grown, _ListSub([1]), (), (1, 2), {}, {"a": 1}, "", "abc", "\u20ac" * 9,
                b"xy", 0, 1, 2 ** 100, -(2 ** 70), 1.5, 1j, set(), frozenset([1]), bytearray(5),
                _Plain(), _Slotted(), _Plain, int, type, len, _self_check.__code__, range(3),
                True, None, Ellipsis]
