@@ -43,14 +43,15 @@ The ``stats`` payload (node-memwatch's keys first, then memwatch's)::
                       trimmed malloc heaps).  This counts the full collections after
                       which the process RSS was lower than just before them.
     estimated_base    recent smoothed base: exponential average of current_base over
-                      about the last 10 samples (the plain mean while fewer than 10
-                      samples exist, so it is an estimate from the first sample on)
+                      about the last 10 samples (warming up from the first sample:
+                      never simply equal to current_base, unlike node's first nine)
     current_base      the measure (default: process RSS, bytes) right after this
                       collection
     min, max          lowest and highest current_base since the tracker started
-    usage_trend       recent base against ancient base (exponential average over
-                      about 120 samples), in percent, signed: > 0 means the base is
-                      higher now than it used to be
+    usage_trend       recent base against ancient base (the mean of the samples, an
+                      exponential average over about 120 samples once there are
+                      more), in percent, signed (node's wrapped to 4 billion when
+                      negative): > 0 means the base is higher now than it used to be
     timestamp         when the collection ended (aware UTC datetime)
     pause             how long the collection took, seconds (callbacks excluded)
     collected         objects the collection freed (gc.callbacks' "collected")
@@ -274,10 +275,13 @@ class _Tracker:
         if n == 1:
             self._recent = self._ancient = float(base)
         else:
-            # Exponential averages warmed up as plain means (alpha = 1/n at first),
-            # so estimated_base is an estimate from the second sample on (node's
-            # integer division kept it equal to current_base for nine samples).
-            self._recent += (base - self._recent) / min(n, _RECENT)
+            # Exponential averages that warm up instead of starting at full
+            # weight: the ancient one is the plain mean until it has 120 samples,
+            # the recent one weighs new samples a little more (2 / (n + 1)) until
+            # it has 10.  So estimated_base is an estimate from the second sample
+            # on (node's integer division kept it equal to current_base for nine
+            # samples) and the trend means something from the second sample on.
+            self._recent += (base - self._recent) * max(2.0 / (n + 1), 1.0 / _RECENT)
             self._ancient += (base - self._ancient) / min(n, _ANCIENT)
         self._min = base if self._min is None or base < self._min else self._min
         self._max = base if self._max is None or base > self._max else self._max

@@ -126,12 +126,12 @@ def unit_size(make, n: int = 2000) -> float:
 class Pacer:
     """Produce ``rate`` bytes per nominal second of ``make()`` units into ``sink``."""
 
-    def __init__(self, run: Run, rate: float, make, sink) -> None:
+    def __init__(self, run: Run, rate: float, make, sink, unit: float | None = None) -> None:
         self.run = run
         self.rate = rate
         self.make = make
         self.sink = sink
-        self.unit = unit_size(make)
+        self.unit = unit if unit is not None else unit_size(make)
         self.made = 0
         self.start = run.now()
 
@@ -152,5 +152,3 @@ def churn(n: int = 2000) -> None:
     return None
 
 
-def stop_on_signal_of(run: Run):
-    return run.done

@@ -1,7 +1,7 @@
 """Four worker threads leak 25 KB/s each (100 KB/s in all) while the main thread waits in join()."""
 import threading
 
-from _harness import Pacer, Run, churn
+from _harness import Pacer, Run, churn, unit_size
 
 
 class Job:
@@ -14,6 +14,7 @@ def main():
     run = Run("leak_threads", leaking=True, duration=240)
     results = {}
     lock = threading.Lock()
+    unit = unit_size(lambda: Job(0))     # measured before the threads allocate
 
     def worker(k):
         counter = iter(range(10**9))
@@ -26,7 +27,7 @@ def main():
                     def keep(job, k=k):
                         with lock:
                             results[(k, job.n)] = job
-                    pacer = Pacer(run, 25 * 1024, lambda: Job(next(counter)), keep)
+                    pacer = Pacer(run, 25 * 1024, lambda: Job(next(counter)), keep, unit=unit)
                 pacer.step()
             run.sleep(0.25)
 

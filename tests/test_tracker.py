@@ -1,0 +1,555 @@
+"""The GC-driven tracker: events, payloads, gc(), delivery outside the collector,
+threads, asyncio, fork, the GC trace log, and the leak verdict on synthetic series.
+
+Timing is never asserted: tests wait for events with generous deadlines."""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import memwatch
+from memwatch import _gchook, tracker
+from memwatch._verdict import LeakDetector, Verdict
+
+STATS_KEYS = ["num_full_gc", "num_inc_gc", "heap_compactions", "estimated_base", "current_base",
+              "min", "max", "usage_trend", "timestamp", "pause", "collected", "uncollectable",
+              "rss", "measure"]
+REASON = re.compile(r"^heap growth over \d+ consecutive GCs \((\d+h )?(\d+m )?\d+s\) - "
+                    r"-?[\d.]+ (bytes|kb|mb|gb)/hr$")
+
+
+@pytest.fixture(autouse=True)
+def clean_tracker():
+    before = list(gc.callbacks)
+    yield
+    memwatch.off()
+    memwatch.stop()
+    memwatch.configure(**tracker.DEFAULTS)
+    memwatch.trace_gc(False)
+    assert gc.callbacks == before
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+# -- API -----------------------------------------------------------------------------
+
+def test_import_installs_nothing(run_script):
+    out = run_script("""
+        import gc, sys, threading
+        before = list(gc.callbacks)
+        import memwatch
+        assert gc.callbacks == before, gc.callbacks
+        assert "memwatch.tracker" not in sys.modules and "memwatch._gchook" not in sys.modules
+        memwatch.configure(min_duration=30)          # configuring installs nothing either
+        assert gc.callbacks == before and threading.active_count() == 1
+        memwatch.on("stats", print)
+        assert len(gc.callbacks) == len(before) + 2
+        memwatch.stop()
+        assert gc.callbacks == before and threading.active_count() == 1
+        print("ok")
+    """)
+    assert out.stdout.strip().endswith("ok")
+
+
+def test_unknown_event_names_the_valid_ones():
+    for call in (memwatch.on, memwatch.once, memwatch.off):
+        with pytest.raises(ValueError, match="'stats', 'leak'"):
+            call("gc", print)
+    assert not _gchook.installed()
+
+
+def test_on_once_off_and_decorators():
+    seen = []
+
+    @memwatch.on("stats")
+    def every(stats):
+        seen.append(("every", stats["num_full_gc"]))
+
+    @memwatch.once("stats")
+    def first(stats):
+        seen.append(("once", stats["num_full_gc"]))
+
+    assert every.__name__ == "every" and first.__name__ == "first"  # decorators return the function
+    memwatch.gc()
+    memwatch.gc()
+    assert seen == [("every", 1), ("once", 1), ("every", 2)]
+    memwatch.off("stats", every)
+    memwatch.gc()
+    assert len(seen) == 3
+    assert memwatch.tracker_info()["listeners"] == {"stats": 0, "leak": 0}
+
+
+def test_last_listener_off_stops_implicit_tracker():
+    before = list(gc.callbacks)
+    memwatch.on("leak", print)
+    assert _gchook.installed()
+    memwatch.off("leak", print)
+    assert gc.callbacks == before and not memwatch.tracker_info()["running"]
+
+
+def test_explicit_start_runs_without_listeners_and_stop_restores_callbacks():
+    def user_callback(phase, info):
+        pass
+    gc.callbacks.append(user_callback)
+    try:
+        before = list(gc.callbacks)
+        memwatch.start()
+        assert gc.callbacks[0] is _gchook.gc_begin and gc.callbacks[-1] is _gchook.gc_end
+        gc.callbacks.append(print)          # the program adds one after us
+        gc.collect()
+        assert gc.callbacks[-1] is _gchook.gc_end   # moved back to the end
+        gc.callbacks.remove(print)
+        memwatch.off()                      # no listeners: still running (explicit start)
+        assert memwatch.tracker_info()["running"]
+        memwatch.stop()
+        assert gc.callbacks == before
+        assert not [t for t in threading.enumerate() if t.name == "memwatch-tracker"]
+    finally:
+        gc.callbacks.remove(user_callback)
+
+
+def test_configure_validates():
+    with pytest.raises(TypeError, match="unknown tracker option"):
+        memwatch.configure(min_growht=1)
+    with pytest.raises(ValueError, match="unknown measure"):
+        memwatch.configure(measure="heap")
+    with pytest.raises(ValueError, match="positive"):
+        memwatch.configure(min_duration=0)
+    import tracemalloc
+    if not tracemalloc.is_tracing():
+        with pytest.raises(ValueError, match="tracemalloc.start"):
+            memwatch.configure(measure="tracemalloc")
+    opts = memwatch.configure(time_scale=0.5, min_duration=60)
+    assert opts["min_duration"] == 30 and opts["timer_interval"] == 2.5
+
+
+# -- stats ------------------------------------------------------------------------------
+
+def test_gc_returns_one_sample_and_emits_it_once():
+    events = []
+    memwatch.on("stats", events.append)
+    stats = memwatch.gc()
+    assert list(stats) == STATS_KEYS
+    assert stats["num_full_gc"] == 1 and len(events) == 1 and events[0] == stats
+    again = memwatch.gc()
+    assert again["num_full_gc"] == 2 and len(events) == 2
+    for key in ("num_full_gc", "num_inc_gc", "heap_compactions", "estimated_base",
+                "current_base", "min", "max", "collected", "uncollectable", "rss"):
+        assert isinstance(stats[key], int) and stats[key] >= 0, key
+    assert stats["timestamp"].tzinfo is not None
+    assert abs(stats["timestamp"] - datetime.now(timezone.utc)) < timedelta(minutes=5)
+    assert isinstance(stats["pause"], float) and stats["pause"] >= 0
+    assert stats["measure"] == "rss" and stats["current_base"] == stats["rss"] > 0
+    assert stats["min"] <= stats["current_base"] <= stats["max"]
+    assert again["heap_compactions"] <= again["num_full_gc"]
+
+
+def test_gc_counts_what_it_collected():
+    memwatch.gc()
+    gc.disable()                     # keep young collections from freeing them first
+    try:
+        for _ in range(1000):
+            a = []
+            a.append(a)
+        del a
+        assert memwatch.gc()["collected"] >= 1000
+    finally:
+        gc.enable()
+
+
+def test_program_collections_are_sampled_young_ones_counted():
+    events = []
+    memwatch.on("stats", events.append)
+    junk = [[i] for i in range(100_000)]      # young collections
+    del junk
+    gc.collect()                              # the program's own full collection
+    assert wait_for(lambda: events)
+    assert events[0]["num_full_gc"] == 1 and events[0]["num_inc_gc"] > 0
+
+
+def test_estimates_follow_node_intent_without_its_bugs():
+    values = iter([100, 200, 300, 400, 2**40, 2**40, 50, 50, 50, 50, 50, 50])
+    memwatch.configure(measure=lambda: next(values), top_types=0)
+    samples = [memwatch.gc() for _ in range(12)]
+    assert samples[0]["estimated_base"] == 100
+    assert 100 < samples[1]["estimated_base"] < 200     # an estimate, not current_base
+    assert samples[4]["current_base"] == 2**40          # no 32-bit overflow
+    assert samples[4]["max"] == 2**40 and samples[-1]["min"] == 50
+    assert samples[4]["usage_trend"] > 0
+    assert samples[-1]["usage_trend"] < 0               # negative trend stays negative
+    assert all(s["measure"] == "<lambda>" for s in samples)
+
+
+def test_measures():
+    for name in ("rss", "blocks", "python", "uss"):
+        memwatch.configure(measure=name)
+        stats = memwatch.gc()
+        assert stats["measure"] == name and stats["current_base"] > 0, name
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        memwatch.configure(measure="tracemalloc")
+        assert memwatch.gc()["current_base"] > 0
+    finally:
+        memwatch.configure(measure="rss")
+        tracemalloc.stop()
+
+
+def test_failing_measure_falls_back_to_rss(caplog):
+    def broken():
+        raise OSError("no")
+    memwatch.configure(measure=broken)
+    with caplog.at_level(logging.ERROR, logger="memwatch"):
+        stats = memwatch.gc()
+    assert stats["current_base"] == stats["rss"]
+    assert "measure" in caplog.text
+
+
+def test_timer_samples_when_no_full_collection_happens():
+    events = []
+    memwatch.configure(timer_interval=0.05, timer_budget=0.5)
+    memwatch.on("stats", events.append)
+    assert wait_for(lambda: len(events) >= 3)
+
+
+def test_timer_respects_disabled_gc():
+    events = []
+    memwatch.configure(timer_interval=0.02, timer_budget=0.5)
+    gc.disable()
+    try:
+        memwatch.on("stats", events.append)
+        time.sleep(0.3)
+        assert events == []
+    finally:
+        gc.enable()
+
+
+# -- delivery ------------------------------------------------------------------------
+
+def test_listeners_run_outside_the_collector_and_may_collect():
+    results = []
+
+    @memwatch.on("stats")
+    def listener(stats):
+        if len(results) < 3:
+            junk = []
+            junk.append(junk)
+            del junk
+            # Inside a collection gc.collect() does nothing and returns 0.
+            results.append((_gchook.in_collection(), gc.collect()))
+
+    gc.collect()
+    assert wait_for(lambda: results)
+    assert results[0][0] is False and results[0][1] >= 1
+
+
+def test_gc_and_heapdiff_inside_a_listener():
+    events = []
+    inner = []
+
+    @memwatch.on("stats")
+    def listener(stats):
+        events.append(stats["num_full_gc"])
+        if len(events) == 1:
+            hd = memwatch.HeapDiff()      # quiet: no stats event, not counted
+            hd.end()
+            inner.append(memwatch.gc())   # one call, one sample
+
+    first = memwatch.gc()
+    assert first["num_full_gc"] == 1
+    assert inner[0]["num_full_gc"] == 2
+    assert wait_for(lambda: len(events) == 2)
+    time.sleep(0.1)
+    assert events == [1, 2]
+
+
+def test_heapdiff_collections_are_not_counted():
+    events = []
+    memwatch.on("stats", events.append)
+    memwatch.gc()
+    for _ in range(3):
+        memwatch.HeapDiff().end()
+    time.sleep(0.1)
+    assert memwatch.gc()["num_full_gc"] == 2
+    assert [e["num_full_gc"] for e in events] == [1, 2]
+
+
+def test_listener_error_is_logged_and_others_still_run(caplog):
+    calls = []
+
+    def bad(stats):
+        raise RuntimeError("listener bug")
+
+    memwatch.on("stats", bad)
+    memwatch.on("stats", calls.append)
+    with caplog.at_level(logging.ERROR, logger="memwatch"):
+        memwatch.gc()
+        memwatch.gc()
+    assert len(calls) == 2
+    assert "listener bug" in caplog.text and "RuntimeError" in caplog.text
+
+
+def test_listener_gets_a_copy():
+    memwatch.on("stats", lambda s: s.clear())
+    assert list(memwatch.gc()) == STATS_KEYS
+
+
+def test_collection_in_another_thread_while_main_blocks():
+    events = []
+    memwatch.on("stats", lambda s: events.append(threading.current_thread().name))
+    done = threading.Event()
+
+    def worker():
+        gc.collect()
+        done.set()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert done.wait(10)
+    assert wait_for(lambda: events)
+    assert events[0] != "MainThread" or len(events) >= 1
+
+
+def test_listeners_and_events_from_many_threads():
+    counts = {"n": 0}
+    lock = threading.Lock()
+    errors = []
+
+    def listener(stats):
+        with lock:
+            counts["n"] += 1
+
+    memwatch.start()
+
+    def churn(k):
+        try:
+            for i in range(30):
+                memwatch.on("stats", listener)
+                if i % 3 == 0:
+                    memwatch.gc()
+                else:
+                    gc.collect()
+                junk = [[j] for j in range(2000)]
+                del junk
+                memwatch.off("stats", listener)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    info = memwatch.tracker_info()
+    assert wait_for(lambda: memwatch.tracker_info()["samples"] == info["num_full_gc"])
+    assert info["num_full_gc"] >= 60
+
+
+def test_works_in_asyncio(run_script):
+    out = run_script("""
+        import asyncio, gc, threading
+        import memwatch
+
+        async def main():
+            seen = []
+            loop = asyncio.get_running_loop()
+            done = asyncio.Event()
+
+            def on_stats(stats):
+                # Listeners may run in the loop's thread or memwatch's: hand over safely.
+                loop.call_soon_threadsafe(seen.append, stats["num_full_gc"])
+                if stats["num_full_gc"] >= 3:
+                    loop.call_soon_threadsafe(done.set)
+
+            memwatch.on("stats", on_stats)
+            for _ in range(3):
+                await asyncio.sleep(0.01)
+                gc.collect()
+            s = memwatch.gc()
+            await asyncio.wait_for(done.wait(), 30)
+            print("sample", s["num_full_gc"], sorted(set(seen))[:4])
+
+        asyncio.run(main())
+    """)
+    assert "sample 4 [1, 2, 3, 4]" in out.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_fork_child_starts_clean_with_working_tracker(run_script):
+    out = run_script("""
+        import gc, os, threading, time
+        import memwatch
+        events = []
+        memwatch.on("stats", lambda s: events.append(s["num_full_gc"]))
+        for _ in range(3):
+            memwatch.gc()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                events.clear()
+                s = memwatch.gc()                     # clean state: the first sample
+                gc.collect()                          # natural one, delivered too
+                t0 = time.monotonic()
+                while len(events) < 2 and time.monotonic() - t0 < 20:
+                    time.sleep(0.01)
+                workers = [t.name for t in threading.enumerate() if t.name == "memwatch-tracker"]
+                print("child", s["num_full_gc"], events, workers, flush=True)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        print("parent", memwatch.gc()["num_full_gc"], flush=True)
+    """)
+    assert "child 1 [1, 2] ['memwatch-tracker']" in out.stdout
+    assert "parent 4" in out.stdout
+
+
+# -- leak events ---------------------------------------------------------------------
+
+def test_leak_event_payload_end_to_end():
+    growing = iter(range(0, 10**12, 1 << 20))    # +1 MiB per sample
+    memwatch.configure(measure=lambda: next(growing), min_duration=0.3, min_growth=2 << 20,
+                       timer_interval=None)
+    leaks = []
+    memwatch.on("leak", leaks.append)
+    leaked = []
+    deadline = time.monotonic() + 30
+    while not leaks and time.monotonic() < deadline:
+        leaked.append([object() for _ in range(2000)])     # something to show in top_types
+        memwatch.gc()
+        time.sleep(0.01)
+    assert leaks, "no leak event for a steadily growing base"
+    info = leaks[0]
+    assert list(info) == ["start", "end", "growth", "reason", "samples", "top_types"]
+    assert info["start"].tzinfo is not None and info["start"] < info["end"]
+    assert info["growth"] >= 2 << 20 and info["samples"] >= 5
+    assert REASON.match(info["reason"]), info["reason"]
+    assert f"over {info['samples']} consecutive GCs" in info["reason"]
+    assert info["top_types"] and set(info["top_types"][0]) == {"what", "count_change", "size_change"}
+    assert "object" in [t["what"] for t in info["top_types"]]
+    assert memwatch.tracker_info()["last_leak"]["reason"] == info["reason"]
+
+
+def test_flat_base_with_forced_gcs_never_leaks():
+    memwatch.configure(measure=lambda: 50 << 20, min_duration=0.2, timer_interval=None)
+    leaks = []
+    memwatch.on("leak", leaks.append)
+    for _ in range(100):
+        memwatch.gc()
+        time.sleep(0.005)
+    assert leaks == []
+
+
+def test_rate_never_divides_by_zero():
+    t = tracker._tracker
+    payload = t._leak_payload(Verdict(5.0, 5.0, 1e9, 1e9, 4 << 20, 5))
+    assert payload["reason"] == "heap growth over 5 consecutive GCs (0s) - 0 bytes/hr"
+
+
+# -- the verdict on synthetic series ------------------------------------------------------
+
+MiB = 1 << 20
+
+
+def feed(series, **kw):
+    """Run (t, value) pairs through a detector; the times at which it reported."""
+    det = LeakDetector(**kw)
+    return [t for t, v in series if det.add(t, v) is not None]
+
+
+def sampled(fn, duration, every=5.0, start=0.0):
+    t = start
+    out = []
+    while t <= duration:
+        out.append((t, fn(t)))
+        t += every
+    return out
+
+
+def noise(t, amplitude=300_000):
+    # Deterministic pseudo-noise.
+    return amplitude * (((int(t * 7919) * 2654435761) % 1000) / 1000.0)
+
+
+@pytest.mark.parametrize("rate,within", [(100 * 1024, 75), (10 * 1024, 600)])
+def test_verdict_reports_sustained_leaks_in_time(rate, within):
+    base = 50 * MiB
+    series = sampled(lambda t: base + noise(t) + (rate * (t - 120) if t > 120 else 0), 2000)
+    hits = feed(series)
+    assert hits and 120 < hits[0] <= 120 + within
+
+
+def test_verdict_reports_a_leak_under_a_noisy_sawtooth():
+    series = sampled(lambda t: 50 * MiB + 20 * 1024 * t + (t % 20) * 500_000, 3000)
+    assert feed(series)
+
+
+@pytest.mark.parametrize("name,fn", [
+    ("idle", lambda t: 40 * MiB),
+    ("noise", lambda t: 40 * MiB + noise(t, 3 * MiB)),
+    ("cache filling at start-up", lambda t: 40 * MiB + min(t, 45) * 400_000 + noise(t)),
+    ("sawtooth", lambda t: 40 * MiB + (t % 30) * 300_000),
+    ("spikes", lambda t: 40 * MiB + (80 * MiB if int(t) % 60 < 5 else 0)),
+    ("one step", lambda t: 40 * MiB + (20 * MiB if t > 300 else 0) + noise(t)),
+    ("step after step", lambda t: 40 * MiB + 8 * MiB * min(3, int(t // 400))),
+    ("slow creep", lambda t: 40 * MiB + 100 * t),
+])
+def test_verdict_never_cries_wolf(name, fn):
+    assert feed(sampled(fn, 4 * 3600, every=5)) == []
+    assert feed(sampled(fn, 1800, every=0.5)) == [], "with frequent (forced) samples"
+
+
+def test_verdict_reports_again_only_after_a_new_window():
+    hits = feed(sampled(lambda t: 50 * MiB + 200 * 1024 * t, 600))
+    assert len(hits) >= 2
+    assert all(b - a >= 60 for a, b in zip(hits, hits[1:]))
+
+
+def test_verdict_history_stays_bounded():
+    det = LeakDetector()
+    for i in range(100_000):
+        det.add(i * 5.0, 40 * MiB + noise(i))
+    assert len(det._buckets) <= det.max_buckets
+
+
+# -- GC trace log ----------------------------------------------------------------------
+
+def test_trace_gc_logs_one_line_per_collection(caplog):
+    with caplog.at_level(logging.INFO, logger="memwatch.gc"):
+        memwatch.trace_gc()
+        gc.collect(0)
+        gc.collect(2)
+        memwatch.HeapDiff().end()
+        assert wait_for(lambda: sum("gen 2" in r.getMessage() for r in caplog.records) >= 2)
+        memwatch.trace_gc(False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "memwatch.gc"]
+    assert any(re.search(r"gen 0, .* -> .* rss, \d+ -> \d+ blocks, [\d.]+ ms, collected \d+, "
+                         r"uncollectable \d+$", line) for line in lines), lines
+    assert any(line.endswith("[memwatch]") for line in lines)
+    assert not _gchook.installed()
+
+
+def test_trace_gc_from_environment(run_script):
+    out = run_script("""
+        import gc
+        import memwatch
+        gc.collect()
+        memwatch.trace_gc(False)      # flushes
+    """, env={"MEMWATCH_TRACE_GC": "1"})
+    assert re.search(r"\[\d+\] +\d+ ms: gen 2, ", out.stderr), out.stderr
