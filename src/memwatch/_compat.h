@@ -350,4 +350,90 @@ mw_small_index(PyObject *o)
     return v;
 }
 
+
+/* The name of the attribute of o, kept inline (3.11-3.13: values stored in
+ * the instance, names in the type's shared keys, no __dict__ object), whose
+ * value is r; NULL when there is none or the layout is not known.  Mirrors
+ * CPython's internal PyDictKeysObject / PyDictValues layouts (default GIL
+ * builds); _graph checks the result against known objects at import. */
+typedef struct {
+    Py_ssize_t dk_refcnt;
+    uint8_t dk_log2_size;
+    uint8_t dk_log2_index_bytes;
+    uint8_t dk_kind;
+    uint32_t dk_version;
+    Py_ssize_t dk_usable;
+    Py_ssize_t dk_nentries;
+    char dk_indices[1];
+} mw_dictkeys;
+
+typedef struct {
+    PyObject *me_key;
+    PyObject *me_value;
+} mw_unicode_entry;
+
+typedef struct {
+    uint8_t capacity;
+    uint8_t size;
+    uint8_t embedded;
+    uint8_t valid;
+    PyObject *values[1];
+} mw_values313;
+
+static inline PyObject *
+mw_inline_attr_name(PyObject *o, PyObject *r)
+{
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+    PyTypeObject *tp = Py_TYPE(o);
+    PyObject **values;
+    mw_dictkeys *keys;
+    mw_unicode_entry *entries;
+    Py_ssize_t i;
+    if (!PyType_HasFeature(tp, Py_TPFLAGS_MANAGED_DICT) ||
+        !PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    values = (PyObject **)((void **)o)[-4];
+    if (values == NULL) {
+        return NULL;
+    }
+#elif PY_VERSION_HEX < 0x030D0000
+    {
+        uintptr_t v = (uintptr_t)((void **)o)[-3];
+        if (!(v & 1)) {
+            return NULL;
+        }
+        values = (PyObject **)(v + 1);
+    }
+#else
+    {
+        mw_values313 *v;
+        if (!PyType_HasFeature(tp, Py_TPFLAGS_INLINE_VALUES)) {
+            return NULL;
+        }
+        v = (mw_values313 *)((char *)o + tp->tp_basicsize);
+        if (!v->valid) {
+            return NULL;
+        }
+        values = v->values;
+    }
+#endif
+    keys = (mw_dictkeys *)((PyHeapTypeObject *)tp)->ht_cached_keys;
+    if (keys == NULL || keys->dk_kind == 0 /* DICT_KEYS_GENERAL */) {
+        return NULL;
+    }
+    entries = (mw_unicode_entry *)(keys->dk_indices + ((size_t)1 << keys->dk_log2_index_bytes));
+    for (i = 0; i < keys->dk_nentries; i++) {
+        if (values[i] == r && entries[i].me_key != NULL && PyUnicode_Check(entries[i].me_key)) {
+            return entries[i].me_key;
+        }
+    }
+#else
+    (void)o;
+    (void)r;
+#endif
+    return NULL;
+}
+
 #endif /* MEMWATCH_COMPAT_H */

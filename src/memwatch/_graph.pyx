@@ -110,6 +110,7 @@ cdef extern from "_compat.h":
     Py_UCS4 mw_str_char(int, const void*, Py_ssize_t)
     int mw_str_interned(PyObject*)
     long long mw_small_index(PyObject*)
+    PyObject* mw_inline_attr_name(PyObject*, PyObject*)
 
 
 # --------------------------------------------------------------------------
@@ -545,6 +546,7 @@ cdef int _label(PyObject* o, PyObject* r, Py_ssize_t ordinal, int* etype, uintpt
     cdef PyTypeObject* t
     cdef Py_ssize_t i, off
     cdef const char* mname
+    cdef PyObject* k
     etype[0] = ET_INTERNAL
     if mw_is_heaptype(tp) and r == <PyObject*>tp:
         name[0] = <uintptr_t>_S_CLASS
@@ -627,6 +629,12 @@ cdef int _label(PyObject* o, PyObject* r, Py_ssize_t ordinal, int* etype, uintpt
                 return NK_CSTR
             i += 1
         t = mw_tp_base(t)
+    if _inline_names_ok:
+        k = mw_inline_attr_name(o, r)
+        if k != NULL:
+            etype[0] = ET_PROPERTY
+            name[0] = <uintptr_t>k
+            return NK_KEY
     etype[0] = ET_HIDDEN
     name[0] = <uintptr_t>ordinal
     return NK_INDEX
@@ -1063,6 +1071,22 @@ cdef long _cstr_id(Graph* g, const char* s) noexcept:
     return sid
 
 
+cdef long _keystr_id(Graph* g, PyObject* key) noexcept:
+    """String id of a str that is not a node (a shared-keys attribute name,
+    kept alive by its type, which a pinned instance keeps alive)."""
+    cdef uint64_t tag = (<uint64_t><uintptr_t>key) | (<uint64_t>1 << 63)
+    cdef long sid = kv_get(&g.cstr_map, tag)
+    if sid >= 0:
+        return sid
+    sid = _dyn_push(g, <uintptr_t>key)
+    if sid < 0:
+        return -1
+    if kv_put(&g.cstr_map, tag, <uint32_t>sid) < 0:
+        g.error = ERR_NOMEM
+        return -1
+    return sid
+
+
 cdef long _str_id(Graph* g, long node) noexcept:
     """String id of a str node's contents (assigned on first use)."""
     cdef long sid
@@ -1100,9 +1124,9 @@ cdef int _sink_write(Graph* g, PyObject* child, int etype, int nk, uintptr_t nam
         sid = _cstr_id(g, <const char*>name)
     else:
         key = <PyObject*>name
-        kn = _find(g, key)
-        if kn >= 0 and (g.include_strings or mw_str_interned(key)):
-            sid = _str_id(g, kn)
+        if g.include_strings or mw_str_interned(key):
+            kn = _find(g, key)
+            sid = _str_id(g, kn) if kn >= 0 else _keystr_id(g, key)
         else:
             sid = _cstr_id(g, _S_STRKEY)
     if sid < 0:
@@ -1444,6 +1468,8 @@ def label_reference(parent, child):
         for i in range(<Py_ssize_t>g.scratch_n):
             if g.scratch[i] == c:
                 nk = _label(o, c, i, &etype, &name)
+                if nk == NK_KEY:
+                    return ("attr", <object><PyObject*>name)
                 if nk == NK_CSTR:
                     return ("attr" if etype == ET_PROPERTY else "internal",
                             (<bytes>(<const char*>name)).decode("utf-8", "replace"))
@@ -1477,3 +1503,31 @@ def _debug_ids():
         return [s.g.nodes[i].addr for i in range(s.g.n)]
     finally:
         s.close()
+
+
+cdef bint _inline_names_ok = False
+
+
+def _check_inline_names():
+    """Verify the inline-attribute reader on a known instance (3.11+)."""
+    global _inline_names_ok
+
+    class _Probe:
+        def __init__(self):
+            self.alpha = [1]
+            self.beta = (2, 3)
+
+    p = _Probe()
+    _inline_names_ok = True
+    try:
+        a = mw_inline_attr_name(<PyObject*>p, <PyObject*>p.alpha)
+        b = mw_inline_attr_name(<PyObject*>p, <PyObject*>p.beta)
+        ok = ((a == NULL and b == NULL) or
+              (a != NULL and b != NULL and <object>a == "alpha" and <object>b == "beta"))
+    except BaseException:
+        ok = False
+    _inline_names_ok = ok
+    return ok
+
+
+_INLINE_NAMES = _check_inline_names()
