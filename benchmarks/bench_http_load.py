@@ -70,6 +70,39 @@ def serve(mode: str, port: int, threads: int) -> None:
     waitress.serve(app, host="127.0.0.1", port=port, threads=threads, _quiet=True)
 
 
+def inprocess(mode: str, calls: int, repeats: int) -> None:
+    """Print the app's CPU time per call, called directly (no server, no network)."""
+    app = make_app()
+    if mode == "memwatch":
+        from memwatch.httpapi import default_state, make_wsgi_app
+
+        default_state()
+        app = make_wsgi_app(app)
+    environ = {"PATH_INFO": "/", "REQUEST_METHOD": "GET", "QUERY_STRING": ""}
+
+    def start_response(status, headers):
+        pass
+
+    results = []
+    for _ in range(repeats):
+        t = time.process_time()
+        for _ in range(calls):
+            app(environ, start_response)
+        results.append((time.process_time() - t) / calls * 1e6)
+    print(json.dumps(results))
+
+
+def measure_inprocess(args: argparse.Namespace) -> dict[str, float]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
+    per_mode: dict[str, list[float]] = {"plain": [], "memwatch": []}
+    for r in range(args.rounds):
+        for mode in (("plain", "memwatch") if r % 2 == 0 else ("memwatch", "plain")):
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--inprocess", mode],
+                                 capture_output=True, text=True, env=env, check=True, timeout=300)
+            per_mode[mode].append(statistics.median(json.loads(out.stdout.strip().splitlines()[-1])))
+    return {m: statistics.median(v) for m, v in per_mode.items()}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -175,7 +208,11 @@ def main() -> int:
     p.add_argument("--server-threads", type=int, default=4)
     p.add_argument("--json", metavar="FILE", help="also write the raw runs as JSON")
     p.add_argument("--serve", nargs=2, metavar=("MODE", "PORT"), help=argparse.SUPPRESS)
+    p.add_argument("--inprocess", metavar="MODE", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.inprocess:
+        inprocess(args.inprocess, calls=20000, repeats=5)
+        return 0
     if args.serve:
         serve(args.serve[0], int(args.serve[1]), args.server_threads)
         return 0
@@ -220,12 +257,16 @@ def main() -> int:
     ok, failed = sum(x["status_ok"] for x in mw), sum(x["status_failed"] for x in mw)
     print(f"status endpoint under load: {ok} answers 200, {failed} failed, slowest "
           f"{max(x['status_max_ms'] for x in mw):.1f} ms")
+    ip = measure_inprocess(args)
+    print(f"in process, no server (the app called directly, 20000 calls x 5, medians of "
+          f"{args.rounds} processes each): plain {ip['plain']:.1f} us/call, memwatch "
+          f"{ip['memwatch']:.1f} us/call, cost {(ip['memwatch'] - ip['plain']) / ip['plain'] * 100:+.1f}%")
     non2xx = sum(x["non2xx"] for v in runs.values() for x in v)
     if non2xx:
         print(f"WARNING: {non2xx} non-2xx answers to wrk")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"runs": runs, "medians": med}, fh, indent=2)
+            json.dump({"runs": runs, "medians": med, "inprocess": ip}, fh, indent=2)
     return 1 if failed or non2xx else 0
 
 
