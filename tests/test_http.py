@@ -456,3 +456,17 @@ def test_asgi_over_a_real_socket_with_concurrent_clients():
     finally:
         result["stop"] = True
         thread.join(timeout=10)
+
+
+def test_non_finite_numbers_answer_null_and_errors_withhold_messages(server, state, monkeypatch):
+    stats = _stats()
+    stats["usage_trend"] = float("nan")
+    state.on_stats(stats)
+    code, body, _, raw = request(server.url, "GET", "/ah/memoryProfile/status")
+    assert code == 200 and body["lastGC"]["usage_trend"] is None and b"NaN" not in raw
+
+    def boom(*a, **k):
+        raise KeyError(SECRET)
+    monkeypatch.setattr(state, "take_census", boom)
+    code, body, _, raw = request(server.url, "POST", "/ah/census")
+    assert code == 500 and "KeyError" in body["error"] and b"s3cr3t" not in raw

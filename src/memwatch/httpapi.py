@@ -45,6 +45,7 @@ import datetime as _dt
 import hmac
 import itertools
 import json
+import math
 import os
 import re
 import tempfile
@@ -96,8 +97,20 @@ def _json_default(obj: Any) -> Any:
     return f"<{type(obj).__name__}>"
 
 
+def _finite(obj: Any) -> Any:
+    """NaN and infinities are not JSON: answer null for them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def to_json(obj: Any) -> bytes:
-    return (json.dumps(obj, default=_json_default, indent=2) + "\n").encode("utf-8")
+    return (json.dumps(_finite(obj), default=_json_default, indent=2, allow_nan=False)
+            + "\n").encode("utf-8")
 
 
 def _with_timestamp(payload: dict | None, default_ts: _dt.datetime | None) -> dict | None:
@@ -537,8 +550,13 @@ class Router:
         except HTTPError as err:
             return self.error_body(err)
         except Exception as exc:  # noqa: BLE001 - answer JSON, never a traceback
-            return self.error_body(HTTPError(500, f"{type(exc).__name__} in memwatch: {exc}",
+            return self.error_body(HTTPError(500, _internal(exc),
                                              "see the service's log; report it if it persists"))
+
+
+def _internal(exc: BaseException) -> str:
+    # Never echo the message: it could quote object contents.
+    return f"{type(exc).__name__} in memwatch (message withheld: it could quote object contents)"
 
 
 def _is_api_path(path: str) -> bool:
@@ -630,7 +648,7 @@ def make_asgi_app(app: Callable | None = None, *, token: str | None = None,
             status, extra, body = router.error_body(err)
         except Exception as exc:  # noqa: BLE001
             status, extra, body = router.error_body(
-                HTTPError(500, f"{type(exc).__name__} in memwatch: {exc}",
+                HTTPError(500, _internal(exc),
                           "see the service's log; report it if it persists"))
         raw_headers = [(b"content-type", b"application/json"),
                        (b"content-length", str(len(body)).encode()),
