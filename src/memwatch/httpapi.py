@@ -45,6 +45,7 @@ import datetime as _dt
 import hmac
 import itertools
 import json
+import logging
 import math
 import os
 import re
@@ -555,7 +556,9 @@ class Router:
 
 
 def _internal(exc: BaseException) -> str:
-    # Never echo the message: it could quote object contents.
+    # The traceback goes to the service's log; the answer never echoes the
+    # message: it could quote object contents.
+    logging.getLogger("memwatch").error("memwatch HTTP API: internal error", exc_info=exc)
     return f"{type(exc).__name__} in memwatch (message withheld: it could quote object contents)"
 
 
