@@ -82,9 +82,11 @@ def main() -> int:
     ap.add_argument("--dir", default=tempfile.gettempdir())
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
-    env = dict(os.environ)
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+    env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(src), env.get("PYTHONPATH", "")])
+    sys.path.insert(0, os.path.abspath(src))
+    from memwatch.formatting import format_size
     results = []
     print(f"{'objects':>10} {'census':>8} {'snapshot':>9} {'peak RSS +':>11} {'B/obj':>6} "
           f"{'C bookkeeping':>14} {'file':>9} {'B/obj':>6} {'retainers':>10}")
@@ -96,8 +98,8 @@ def main() -> int:
         results.append(r)
         peak = r["peak_growth"]
         print(f"{r['objects']:>10} {r['census_s']:>7.2f}s {r['snapshot_s']:>8.2f}s "
-              f"{(peak or 0) / 2**20:>9.1f}mb {(peak or 0) / r['objects']:>6.1f} "
-              f"{r['overhead_bytes'] / 2**20:>12.1f}mb {r['file_bytes'] / 2**20:>7.1f}mb "
+              f"{format_size(peak or 0):>11} {(peak or 0) / r['objects']:>6.1f} "
+              f"{format_size(r['overhead_bytes']):>14} {format_size(r['file_bytes']):>9} "
               f"{r['file_bytes'] / r['objects']:>6.1f} {r['retainers_s']:>9.2f}s")
     if args.json:
         with open(args.json, "w") as f:
