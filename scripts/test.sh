@@ -8,6 +8,6 @@ VENV="${VENV:-.venv-test-$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # A real install (not editable): the tests run against the built wheel's code.
-"$VENV/bin/python" -m pip install -q ".[test]"
+"$VENV/bin/python" -m pip install -q ".[${MEMWATCH_TEST_EXTRAS:-test}]"
 # Run from a directory where ./src is not importable, so the installed package is tested.
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" tests
