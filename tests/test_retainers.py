@@ -141,3 +141,14 @@ def test_held_from_outside_the_heap_is_an_external_root():
         assert [str(p) for p in paths] == ["app.Pinned (external)"]
         assert paths[0].root == "(external)"
     assert obj
+
+
+def test_ignore_keeps_the_callers_containers_out_of_paths(app_module):
+    Session = _class("Session")
+    app_module.CACHE = [Session()]
+    mine = {"examples": [app_module.CACHE[0]]}
+    paths = memwatch.retainers(app_module.CACHE[0], limit=5)
+    assert len(paths) == 2 or sys.version_info < (3, 11)
+    paths = memwatch.retainers(app_module.CACHE[0], limit=5, ignore=[mine])
+    assert [str(p) for p in paths] == ["app.handlers -> dict 'CACHE' -> list[0] -> app.Session"]
+    assert mine

@@ -837,7 +837,14 @@ cdef list _thread_roots(object frames):
     return out
 
 
-cdef _Session _build(bint skip_stack, object keeper):
+cdef void _ignore(Graph* g, object obj) noexcept:
+    cdef long k = _find(g, <PyObject*>obj)
+    if k >= 0:
+        g.nodes[k].flags |= F_NOEXPAND
+        g.nodes[k].flags &= ~F_EXTERNAL
+
+
+cdef _Session _build(bint skip_stack, object keeper, object ignore=()):
     """Discover the heap; return an open session (GC disabled, all pinned)."""
     cdef _Session s = _Session.__new__(_Session)
     cdef Graph* g = &s.g
@@ -861,6 +868,12 @@ cdef _Session _build(bint skip_stack, object keeper):
         del extra
         objects = None     # drop our references: only the pins remain
         _mark_external(g, keeper)
+        if ignore:
+            # The caller's own containers: no path goes through them.
+            _ignore(g, ignore)
+            for obj in ignore:
+                _ignore(g, obj)
+            obj = None
         if skip_stack and _sys.version_info < (3, 11):
             # The calling thread's frames hold the caller's own references
             # (the object asked about, to begin with): they are no path.
@@ -1334,7 +1347,7 @@ cdef int _sink_bfs(Graph* g, PyObject* child, int etype, int nk, uintptr_t name)
     return 0
 
 
-def shortest_paths(target, bint by_type, Py_ssize_t limit):
+def shortest_paths(target, bint by_type, Py_ssize_t limit, tuple ignore=()):
     """Breadth-first walk from the roots to ``target`` (or its instances).
 
     :returns: ``(chains, roots)``: each chain is a list of objects from a
@@ -1346,7 +1359,7 @@ def shortest_paths(target, bint by_type, Py_ssize_t limit):
     cdef size_t i, total
     cdef uint32_t u, p
     cdef long t
-    s = _build(True, None if by_type else target)
+    s = _build(True, None if by_type else target, ignore)
     g = &s.g
     try:
         if limit <= 0:

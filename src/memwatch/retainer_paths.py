@@ -145,7 +145,7 @@ def _build_path(chain: list[Any], roots: dict[int, str]) -> RetainerPath:
 
 
 def retainers(obj_or_type: Any, limit: int = 5, *, instances: bool | None = None,
-              collect: bool = True) -> list[RetainerPath]:
+              ignore: Any = (), collect: bool = True) -> list[RetainerPath]:
     """Shortest reference paths from the roots to an object, or to instances of a type.
 
     :param obj_or_type: the object, or a type (its instances are the targets).
@@ -153,6 +153,7 @@ def retainers(obj_or_type: Any, limit: int = 5, *, instances: bool | None = None
         referrer (nearest first); for a type, one per instance (nearest first).
     :param instances: force the meaning of a type argument (``False``: the
         paths to the class object itself).
+    :param ignore: objects (your own containers) that no path may go through.
     :param collect: run a full collection first (ignored by the tracker).
     :returns: a list of :class:`RetainerPath`, shortest first; empty when the
         object is not reachable from any root (garbage, or held only by you).
@@ -166,7 +167,7 @@ def retainers(obj_or_type: Any, limit: int = 5, *, instances: bool | None = None
         raise TypeError("instances=True needs a type")
     if collect:
         quiet_collect()
-    chains, roots = _graph.shortest_paths(obj_or_type, by_type, limit)
+    chains, roots = _graph.shortest_paths(obj_or_type, by_type, limit, tuple(ignore))
     try:
         paths = [_build_path(chain, roots) for chain in chains]
     finally:
