@@ -144,7 +144,7 @@ def get_measure(spec: "str | Callable[[], int] | Measure") -> Measure:
     if isinstance(spec, Measure):
         return spec
     if callable(spec):
-        name = getattr(spec, "__qualname__", None) or getattr(spec, "__name__", None) or "callable"
+        name = getattr(spec, "__name__", None) or type(spec).__name__
         return Measure(name, lambda: int(spec()), in_callback=False,
                        doc="user-supplied callable (bytes)")
     if isinstance(spec, str):

@@ -19,14 +19,26 @@ memwatch's rule looks at the *floor* of the series, never at single samples:
   stopped filling no longer counts, at most half a slice after it stopped),
   no single one of these rises carries more than half of the total (a ramp,
   not a step: the first big spike raising the allocator's high-water mark is
-  a step), the total rise is at least ``min_growth``, and there are at least
-  ``min_samples`` samples.
+  a step), the second half of the window rises at least 0.7 times as fast as the
+  first (a leak keeps its pace; RSS creeping up towards a sawtooth's peak as
+  the allocator fragments slows down and converges), the total rise is at
+  least ``min_growth``, and there are at least ``min_samples`` samples.
+* With a process-wide measure (RSS, USS, a callable), CPython's count of
+  live allocated blocks must rise from slice to slice as well: RSS can creep
+  up with nothing kept (fragmentation after large spikes, the allocator's
+  high-water mark under a sawtooth), live blocks cannot.  The price: memory
+  that no Python allocation accounts for (a C library leaking ``malloc``
+  directly) is not reported unless ``confirm=None``.
+* No window starts in the first ``warmup`` seconds (default
+  ``min_duration / 2``) after the first sample: a program warming up (imports,
+  caches, the allocator reaching its working size) is not judged.
 * After a leak is reported the history starts afresh: the next report needs
   a whole new window of growth.
 
 Why these defaults (``min_growth`` 4 MiB, ``min_duration`` 60 s, 4 slices):
 a sustained leak of 100 KB/s reaches 4 MiB in 41 s, so it is reported as
-soon as a 60 s window exists (about one minute); 10 KB/s reaches it in 410 s,
+soon as a 60 s window exists (about one minute after it starts; 90 s when it
+starts with the tracker, because of the warm-up); 10 KB/s reaches it in 410 s,
 reported by the first window of at least that length (window lengths step by
 a factor 1.25, so under 8.6 minutes).  A cache that fills during start-up in
 less than ``min_duration`` can never be reported, whatever its size, and
@@ -38,6 +50,8 @@ accumulate, neighbours are merged pairwise, so history and evaluation cost
 stay bounded however long the process runs.
 """
 from __future__ import annotations
+
+from array import array
 
 __all__ = ["LeakDetector", "Verdict"]
 
@@ -62,28 +76,60 @@ class Verdict:
                 f"{self.samples} samples>")
 
 
-class _Bucket:
-    __slots__ = ("t0", "t1", "w0", "w1", "floor", "n")
+class _Buckets:
+    """The history, as preallocated columns of machine numbers.
 
-    def __init__(self, t: float, wall: float, value: float) -> None:
-        self.t0 = self.t1 = t
-        self.w0 = self.w1 = wall
-        self.floor = value
-        self.n = 1
+    No Python object is created per sample or per bucket, so the detector's
+    own bookkeeping never shows up as growth in the measures it judges (a
+    list of small objects would add a few allocator blocks every bucket)."""
 
-    def add(self, t: float, wall: float, value: float) -> None:
-        self.t1 = t
-        self.w1 = wall
-        if value < self.floor:
-            self.floor = value
-        self.n += 1
+    __slots__ = ("t0", "t1", "w0", "w1", "floor", "cfloor", "n", "size")
 
-    def merge(self, other: "_Bucket") -> None:
-        self.t1 = other.t1
-        self.w1 = other.w1
-        if other.floor < self.floor:
-            self.floor = other.floor
-        self.n += other.n
+    def __init__(self, capacity: int) -> None:
+        zeros = [0.0] * capacity
+        self.t0 = array("d", zeros)
+        self.t1 = array("d", zeros)
+        self.w0 = array("d", zeros)
+        self.w1 = array("d", zeros)
+        self.floor = array("d", zeros)
+        self.cfloor = array("d", zeros)
+        self.n = array("q", [0] * capacity)
+        self.size = 0
+
+    def open(self, t: float, wall: float, value: float, confirm: float) -> None:
+        i = self.size
+        self.t0[i] = self.t1[i] = t
+        self.w0[i] = self.w1[i] = wall
+        self.floor[i] = value
+        self.cfloor[i] = confirm
+        self.n[i] = 1
+        self.size = i + 1
+
+    def add(self, t: float, wall: float, value: float, confirm: float) -> None:
+        i = self.size - 1
+        self.t1[i] = t
+        self.w1[i] = wall
+        if value < self.floor[i]:
+            self.floor[i] = value
+        if confirm < self.cfloor[i]:
+            self.cfloor[i] = confirm
+        self.n[i] += 1
+
+    def halve(self) -> None:
+        """Merge neighbours pairwise, in place."""
+        out = 0
+        size = self.size
+        for i in range(0, size, 2):
+            j = i + 1 if i + 1 < size else i
+            self.t0[out] = self.t0[i]
+            self.w0[out] = self.w0[i]
+            self.t1[out] = self.t1[j]
+            self.w1[out] = self.w1[j]
+            self.floor[out] = min(self.floor[i], self.floor[j])
+            self.cfloor[out] = min(self.cfloor[i], self.cfloor[j])
+            self.n[out] = self.n[i] + (self.n[j] if j != i else 0)
+            out += 1
+        self.size = out
 
 
 class LeakDetector:
@@ -95,7 +141,8 @@ class LeakDetector:
 
     def __init__(self, *, min_growth: float = 4 * 1024 * 1024, min_duration: float = 60.0,
                  min_samples: int = 5, segments: int = 4, window_ratio: float = 1.25,
-                 max_buckets: int = 256) -> None:
+                 max_buckets: int = 256, min_rate_ratio: float = 0.7,
+                 warmup: float | None = None) -> None:
         if min_growth <= 0:
             raise ValueError("min_growth must be positive")
         if min_duration <= 0:
@@ -112,22 +159,38 @@ class LeakDetector:
         self.max_buckets = max(4 * self.segments, int(max_buckets))
         self.margin = self.min_growth / (4 * self.segments)
         self.max_step = max(0.5, 1.5 / self.segments)
+        self.min_rate_ratio = float(min_rate_ratio)
+        self.warmup = self.min_duration / 2 if warmup is None else float(warmup)
+        self._t_first: float | None = None
+        self.confirming = False
         self._width = self.min_duration / (4 * self.segments)
-        self._buckets: list[_Bucket] = []
+        self._b = _Buckets(self.max_buckets + 1)
         self._last_eval = float("-inf")
 
     # -- feeding -----------------------------------------------------------------
 
-    def add(self, t: float, value: float, wall: float | None = None) -> Verdict | None:
-        """Record one sample; return a verdict when this sample completes a leak window."""
+    def add(self, t: float, value: float, wall: float | None = None,
+            confirm: float | None = None) -> Verdict | None:
+        """Record one sample; return a verdict when this sample completes a leak window.
+
+        ``confirm``: a second measure of the same moment (the tracker passes
+        CPython's allocated block count when the main measure is process-wide,
+        like RSS); when given, its floors must rise in every slice too."""
         wall = t if wall is None else wall
-        buckets = self._buckets
-        if buckets and t - buckets[-1].t0 < self._width:
-            buckets[-1].add(t, wall, value)
+        if confirm is None:
+            confirm = 0.0
         else:
-            buckets.append(_Bucket(t, wall, value))
-            if len(buckets) > self.max_buckets:
-                self._thin()
+            self.confirming = True
+        if self._t_first is None:
+            self._t_first = t
+        b = self._b
+        if b.size and t - b.t0[b.size - 1] < self._width:
+            b.add(t, wall, value, confirm)
+        else:
+            b.open(t, wall, value, confirm)
+            if b.size > self.max_buckets:
+                b.halve()
+                self._width *= 2
         # Evaluating costs O(buckets * windows): do it at most a few times per bucket.
         if t - self._last_eval < self._width / 4:
             return None
@@ -139,38 +202,35 @@ class LeakDetector:
 
     def reset(self, keep_last: bool = False) -> None:
         """Forget the history (after a report, so the next needs a new window)."""
-        last = self._buckets[-1] if keep_last and self._buckets else None
-        self._buckets = []
-        if last is not None:
-            fresh = _Bucket(last.t1, last.w1, last.floor)
-            self._buckets.append(fresh)
-
-    def _thin(self) -> None:
-        merged = []
-        buckets = self._buckets
-        for i in range(0, len(buckets) - 1, 2):
-            a = buckets[i]
-            a.merge(buckets[i + 1])
-            merged.append(a)
-        if len(buckets) % 2:
-            merged.append(buckets[-1])
-        self._buckets = merged
-        self._width *= 2
+        b = self._b
+        if keep_last and b.size:
+            i = b.size - 1
+            t, wall, floor, cfloor = b.t1[i], b.w1[i], b.floor[i], b.cfloor[i]
+            b.size = 0
+            b.open(t, wall, floor, cfloor)
+        else:
+            b.size = 0
 
     @property
     def span(self) -> float:
         """Seconds of history currently held."""
-        return self._buckets[-1].t1 - self._buckets[0].t0 if self._buckets else 0.0
+        b = self._b
+        return b.t1[b.size - 1] - b.t0[0] if b.size else 0.0
+
+    def __len__(self) -> int:
+        """Buckets currently held (bounded by ``max_buckets``)."""
+        return self._b.size
 
     # -- judging -----------------------------------------------------------------
 
     def evaluate(self) -> Verdict | None:
         """The longest window ending now that qualifies as a leak, or None."""
-        buckets = self._buckets
-        if len(buckets) < 2:
+        b = self._b
+        size = b.size
+        if size < 2:
             return None
-        end = buckets[-1].t1
-        span = end - buckets[0].t0
+        end = b.t1[size - 1]
+        span = end - b.t0[0]
         if span < self.min_duration:
             return None
         best = None
@@ -180,11 +240,11 @@ class LeakDetector:
             lengths.append(d)
             d *= self.window_ratio
         lengths.append(span)
-        # Start index for each length: first bucket starting at or after end - d.
+        earliest = (self._t_first if self._t_first is not None else b.t0[0]) + self.warmup
         for d in lengths:
-            lo = end - d
-            i = _first_at_or_after(buckets, lo)
-            if i >= len(buckets) - 1 or end - buckets[i].t0 < self.min_duration * 0.999:
+            lo = max(end - d, earliest)
+            i = _first_at_or_after(b.t0, size, lo)
+            if i >= size - 1 or end - b.t0[i] < self.min_duration * 0.999:
                 continue
             verdict = self._judge(i)
             if verdict is not None:
@@ -192,35 +252,45 @@ class LeakDetector:
         return best
 
     def _judge(self, i: int) -> Verdict | None:
-        buckets = self._buckets
-        window = buckets[i:]
-        t0 = window[0].t0
-        t1 = window[-1].t1
+        b = self._b
+        last = b.size - 1
+        t0 = b.t0[i]
+        t1 = b.t1[last]
         dur = t1 - t0
         if dur <= 0:
             return None
-        if sum(b.n for b in window) < self.min_samples:
+        samples = sum(b.n[i:last + 1])
+        if samples < self.min_samples:
             return None
         nseg = self.segments
-        floors: list[float | None] = [None] * nseg
-        tail: float | None = None
+        inf = float("inf")
+        floors = [inf] * nseg
+        cfloors = [inf] * nseg
+        tail = ctail = inf
         seg_len = dur / nseg
         tail_start = t0 + (nseg - 0.5) * seg_len
-        for b in window:
-            k = min(nseg - 1, int((b.t0 - t0) / seg_len))
-            f = floors[k]
-            if f is None or b.floor < f:
-                floors[k] = b.floor
-            if b.t0 >= tail_start and (tail is None or b.floor < tail):
-                tail = b.floor
-        if tail is None or any(f is None for f in floors):
+        for j in range(i, last + 1):
+            start = b.t0[j]
+            k = min(nseg - 1, int((start - t0) / seg_len))
+            f = b.floor[j]
+            c = b.cfloor[j]
+            if f < floors[k]:
+                floors[k] = f
+            if c < cfloors[k]:
+                cfloors[k] = c
+            if start >= tail_start:
+                if f < tail:
+                    tail = f
+                if c < ctail:
+                    ctail = c
+        if tail == inf or inf in floors:
             return None
         margin = self.margin
-        rises = [floors[k + 1] - floors[k] for k in range(nseg - 1)]  # type: ignore[operator]
-        tail_rise = tail - floors[-1]  # type: ignore[operator]
+        rises = [floors[k + 1] - floors[k] for k in range(nseg - 1)]
+        tail_rise = tail - floors[-1]
         if min(rises) < margin or tail_rise < margin / 2:
             return None
-        growth = tail - floors[0]  # type: ignore[operator]
+        growth = tail - floors[0]
         if growth < self.min_growth:
             return None
         # A ramp, not a step: no single rise may carry most of the growth.  A
@@ -229,15 +299,31 @@ class LeakDetector:
         # in one go) plus a little creep does not.
         if max(max(rises), tail_rise) > self.max_step * growth:
             return None
-        return Verdict(t0, t1, window[0].w0, window[-1].w1, growth,
-                       sum(b.n for b in window))
+        # Not slowing down: an allocator warming up (fragmentation, high-water
+        # marks: RSS creeping towards a sawtooth's or a spike's peak) rises ever
+        # more slowly and converges; a leak keeps its pace.  Compare the rate of
+        # the second half of the window with the first's.
+        mid = nseg // 2
+        first = (floors[mid] - floors[0]) / mid
+        second = (tail - floors[mid]) / (nseg - mid - 0.5)
+        if second < self.min_rate_ratio * first:
+            return None
+        if self.confirming:
+            # Live allocations must grow too, slice after slice: RSS that rises
+            # while the allocator's live block count does not is fragmentation
+            # or a high-water mark, not objects being kept.
+            cmargin = max(32.0, cfloors[0] * 0.0005)
+            seq = cfloors + [ctail]
+            if any(seq[k + 1] - seq[k] < cmargin for k in range(nseg)):
+                return None
+        return Verdict(t0, t1, b.w0[i], b.w1[last], growth, samples)
 
 
-def _first_at_or_after(buckets: list[_Bucket], t: float) -> int:
-    lo, hi = 0, len(buckets)
+def _first_at_or_after(t0: array, size: int, t: float) -> int:
+    lo, hi = 0, size
     while lo < hi:
         mid = (lo + hi) // 2
-        if buckets[mid].t0 < t:
+        if t0[mid] < t:
             lo = mid + 1
         else:
             hi = mid

@@ -87,8 +87,10 @@ from __future__ import annotations
 import gc as _gc
 import logging
 import os
+import sys
 import threading
 import time
+from array import array
 from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -116,6 +118,9 @@ DEFAULTS: dict[str, Any] = {
     "min_duration": 60.0,      # leak: shortest window judged
     "min_samples": 5,          # leak: fewest samples in a window
     "segments": 4,             # leak: slices of the window whose floors must all rise
+    "warmup": None,            # leak: no window starts this soon after start (None: min_duration/2)
+    "confirm": "blocks",       # leak: with a process-wide measure, live blocks must grow too
+                               # (None: judge the measure alone)
     "timer_interval": 5.0,     # sample by forcing a full collection when none happened for
                                # this long (None: never); skipped while gc is disabled
     "timer_budget": 0.005,     # ... but spend at most this fraction of wall time on them
@@ -125,8 +130,8 @@ DEFAULTS: dict[str, Any] = {
     "time_scale": 1.0,         # multiplies every duration above (tests run scenarios fast)
 }
 
-_DURATIONS = ("min_duration", "timer_interval", "census_interval")
-_MAX_CENSUSES = 8
+_DURATIONS = ("min_duration", "timer_interval", "census_interval", "warmup")
+_MAX_CENSUSES = 6
 
 
 def _utc(wall: float) -> datetime:
@@ -171,6 +176,7 @@ class _Tracker:
         self.last_leak: dict[str, Any] | None = None
         self.leaks = 0
         self._censuses: list[tuple[float, Any]] = []
+        self._names: dict[str, str] = {}
         self._census_cost = 0.0
         self._next_census = 0.0
         self._next_forced = 0.0
@@ -189,9 +195,14 @@ class _Tracker:
         census_interval = opts["census_interval"]
         self.census_interval = (self.min_duration / 2 if census_interval is None
                                 else float(census_interval) * scale)
+        # Python-level measures need no confirmation: they count allocations.
+        self._confirm = (opts["confirm"] == "blocks"
+                         and self.measure.name not in ("blocks", "python", "tracemalloc"))
+        warmup = opts["warmup"]
+        self.warmup = self.min_duration / 2 if warmup is None else float(warmup) * scale
         self.detector = LeakDetector(min_growth=min_growth, min_duration=self.min_duration,
                                      min_samples=int(opts["min_samples"]),
-                                     segments=int(opts["segments"]))
+                                     segments=int(opts["segments"]), warmup=self.warmup)
         self.min_growth = min_growth
         tick = 1.0 if self.timer_interval is None else min(1.0, self.timer_interval / 4)
         _deferred.set_tick([self._tick], tick)
@@ -235,9 +246,10 @@ class _Tracker:
             now = time.monotonic()
             self._last_full = now
             young = _gchook.counts()[0] - self._young0
+            blocks = sys.getallocatedblocks() if self._confirm else None
             self._raw.append((now, time.time(), pause, info.get("collected", 0),
                               info.get("uncollectable", 0), base, rss, self._rss_before,
-                              self.n_full, young, token))
+                              self.n_full, young, token, blocks))
             _deferred.post(self._job)
         except Exception:  # pragma: no cover - never raise inside the collector
             pass
@@ -260,7 +272,7 @@ class _Tracker:
 
     def _process_one(self, raw: tuple) -> None:
         (mono, wall, pause, collected, uncollectable, base, rss, rss_before,
-         n_full, n_inc, token) = raw
+         n_full, n_inc, token, blocks) = raw
         measure = self.measure
         if base is None:
             try:
@@ -307,7 +319,8 @@ class _Tracker:
             self._results[id(token)] = payload
         self._outbox.append(("stats", payload))
         self._maybe_census(mono)
-        verdict = self.detector.add(mono, base, wall) if self.detector is not None else None
+        verdict = (self.detector.add(mono, base, wall, blocks)
+                   if self.detector is not None else None)
         if verdict is not None:
             leak = self._leak_payload(verdict)
             self.last_leak = leak
@@ -335,17 +348,27 @@ class _Tracker:
 
     # -- censuses for top_types ----------------------------------------------------
 
-    def _take_census(self) -> dict[str, tuple[int, int]]:
-        # Kept as {type name: (count, size)}: a few small tuples per type, so
-        # the ring of baselines costs little and shows up in no leak report.
+    def _take_census(self) -> tuple:
+        # Kept compact: (names, counts, sizes) with the names shared between
+        # censuses and the numbers in arrays, a handful of allocations per
+        # census, so the ring of baselines shows up in no measure (the leak
+        # verdict's block-count confirmation would otherwise see it grow).
         from memwatch import _core
         t = time.perf_counter()
-        result: dict[str, tuple[int, int]] = {}
+        merged: dict[str, list[int]] = {}
         for name, count, size in _core.walk().rows():
-            old = result.get(name)
-            result[name] = (count, size) if old is None else (old[0] + count, old[1] + size)
+            slot = merged.get(name)
+            if slot is None:
+                merged[name] = [count, size]
+            else:
+                slot[0] += count
+                slot[1] += size
+        cache = self._names
+        names = tuple(cache.setdefault(name, name) for name in merged)
+        counts = array("q", [v[0] for v in merged.values()])
+        sizes = array("q", [v[1] for v in merged.values()])
         self._census_cost = time.perf_counter() - t
-        return result
+        return (names, counts, sizes)
 
     def _maybe_census(self, mono: float) -> None:
         limit = int(self.options["top_types"] or 0)
@@ -382,9 +405,11 @@ class _Tracker:
         except Exception:
             log.exception("memwatch: census for top_types failed")
             return []
+        old = {name: (base[1][i], base[2][i]) for i, name in enumerate(base[0])}
         rows = []
-        for name, (count, size) in now.items():
-            old_count, old_size = base.get(name, (0, 0))
+        for i, name in enumerate(now[0]):
+            count, size = now[1][i], now[2][i]
+            old_count, old_size = old.get(name, (0, 0))
             if size > old_size and not name.startswith("memwatch."):
                 rows.append((size - old_size, count - old_count, name))
         rows.sort(key=lambda r: (-r[0], -r[1], r[2]))
@@ -489,6 +514,7 @@ class _Tracker:
         opts["min_duration"] = self.min_duration
         opts["timer_interval"] = self.timer_interval
         opts["census_interval"] = self.census_interval
+        opts["warmup"] = self.warmup
         opts["measure"] = self.measure.name
         return opts
 
@@ -581,10 +607,14 @@ def _validate(opts: dict[str, Any]) -> None:
             raise ValueError(f"{key} must be positive")
     if opts["timer_interval"] is not None and not float(opts["timer_interval"]) > 0:
         raise ValueError("timer_interval must be positive or None")
+    if opts["warmup"] is not None and float(opts["warmup"]) < 0:
+        raise ValueError("warmup must be >= 0 or None")
     if opts["census_interval"] is not None and not float(opts["census_interval"]) > 0:
         raise ValueError("census_interval must be positive or None")
     if opts["min_growth"] is not None and not float(opts["min_growth"]) > 0:
         raise ValueError("min_growth must be positive or None")
+    if opts["confirm"] not in ("blocks", None):
+        raise ValueError("confirm must be 'blocks' or None")
     if int(opts["segments"]) < 2:
         raise ValueError("segments must be at least 2")
     if int(opts["top_types"] or 0) < 0:
@@ -673,7 +703,8 @@ def configure(**options: Any) -> dict[str, Any]:
 
     ``measure``: what ``current_base`` is: ``'rss'`` (default), ``'uss'``,
     ``'python'``, ``'blocks'``, ``'tracemalloc'`` or a callable returning bytes.
-    Leak verdict: ``min_growth``, ``min_duration``, ``min_samples``, ``segments``.
+    Leak verdict: ``min_growth``, ``min_duration``, ``min_samples``, ``segments``,
+    ``warmup``, ``confirm``.
     Sampling: ``timer_interval``, ``timer_budget``.  ``top_types`` (0 disables
     the censuses), ``census_interval``, ``census_budget``.  ``time_scale``
     multiplies every duration.  Changing options restarts the leak verdict's

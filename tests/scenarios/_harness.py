@@ -35,6 +35,9 @@ class Run:
         parser.add_argument("--keep-going", action="store_true",
                             help="do not stop at the first leak event")
         parser.add_argument("--verbose", action="store_true", help="print every event")
+        parser.add_argument("--measure", default="rss", help="the tracker's measure")
+        parser.add_argument("--top-types", type=int, default=10,
+                            help="top_types option of the tracker (0: no censuses)")
         self.args = parser.parse_args()
         self.name = name
         self.leaking = leaking
@@ -48,7 +51,8 @@ class Run:
         self.done = threading.Event()
         # Budgets are fractions of real time: at scale s, the same budget per
         # nominal second is budget / s of real time.
-        memwatch.configure(time_scale=self.scale,
+        memwatch.configure(time_scale=self.scale, measure=self.args.measure,
+                           top_types=self.args.top_types,
                            timer_budget=min(0.25, 0.005 / self.scale),
                            census_budget=min(0.25, 0.002 / self.scale))
         memwatch.on("leak", self._on_leak)
