@@ -366,17 +366,24 @@ class _Sinks:
 def _undo_patches(mp: Any, n_attr: int, n_item: int, no_syspath: bool, no_cwd: bool) -> None:
     """Undo what a MonkeyPatch did after the noted lengths (as its undo() does)."""
     import os
-    notset = getattr(sys.modules.get(type(mp).__module__), "notset", None)
+    module = sys.modules.get(type(mp).__module__)
+    # Older pytest names its sentinel ``notset``, newer ones ``NOTSET``.
+    notsets = [v for v in (getattr(module, "notset", None), getattr(module, "NOTSET", None))
+               if v is not None]
+
+    def is_notset(value: Any) -> bool:
+        return any(value is n for n in notsets)
+
     setattrs = mp._setattr
     for obj, name, value in reversed(setattrs[n_attr:]):
-        if value is not notset:
+        if not is_notset(value):
             setattr(obj, name, value)
         else:
             delattr(obj, name)
     del setattrs[n_attr:]
     setitems = mp._setitem
     for dictionary, key, value in reversed(setitems[n_item:]):
-        if value is notset:
+        if is_notset(value):
             try:
                 del dictionary[key]
             except KeyError:
@@ -582,12 +589,22 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
                 bucket.append(obj)
     obj = None
     del objects, old, before
+    try:
+        params = inspect.signature(retainers).parameters
+    except (TypeError, ValueError):
+        params = {}
+    options = "ignore" in params and "collect" in params
     for name in wanted:
         candidates = found.pop(name)
         candidates.reverse()
         while candidates:
-            # Passed straight from the list: this frame holds no name for it.
-            paths = retainers(candidates.pop(), limit=1)
+            # Passed straight from the list: this frame holds no name for it,
+            # and the plugin's own containers are no path.
+            if options:
+                paths = retainers(candidates.pop(), limit=1, ignore=(found, candidates),
+                                  collect=False)
+            else:
+                paths = retainers(candidates.pop(), limit=1)
             if paths:
                 m.examples[name] = str(paths[0])
                 break
