@@ -368,7 +368,18 @@ class _Tracker:
         counts = array("q", [v[0] for v in merged.values()])
         sizes = array("q", [v[1] for v in merged.values()])
         self._census_cost = time.perf_counter() - t
-        return (names, counts, sizes)
+        # memwatch's own arrays (these baselines, the verdict's history) are
+        # counted by the walk: remember their share so top_types can leave it out.
+        own = [counts, sizes] + [a for c in self._censuses for a in c[1][1:3]]
+        own_size = sum(sys.getsizeof(a) for a in own) + self._detector_bytes()
+        return (names, counts, sizes, len(own) + 7, own_size)
+
+    def _detector_bytes(self) -> int:
+        b = getattr(self.detector, "_b", None)
+        if b is None:
+            return 0
+        return sum(sys.getsizeof(getattr(b, col)) for col in
+                   ("t0", "t1", "w0", "w1", "floor", "cfloor", "n"))
 
     def _maybe_census(self, mono: float) -> None:
         limit = int(self.options["top_types"] or 0)
@@ -410,6 +421,9 @@ class _Tracker:
         for i, name in enumerate(now[0]):
             count, size = now[1][i], now[2][i]
             old_count, old_size = old.get(name, (0, 0))
+            if name == "array.array":   # minus memwatch's own
+                count -= now[3] - base[3]
+                size -= now[4] - base[4]
             if size > old_size and not name.startswith("memwatch."):
                 rows.append((size - old_size, count - old_count, name))
         rows.sort(key=lambda r: (-r[0], -r[1], r[2]))

@@ -1,0 +1,213 @@
+"""What the tracker costs, per measure, on a GC-heavy workload.
+
+    python benchmarks/bench_tracker.py [--repeat 7] [--seconds 1.5]
+
+Two views, both printed as tables with medians:
+
+1. **End to end.**  A GC-heavy workload (cyclic garbage plus a working set
+   that turns over, so young *and* full collections are frequent) runs for a
+   fixed amount of work in a fresh interpreter, without memwatch and with the
+   tracker on for each measure; configurations are interleaved and each is
+   repeated.  CPU time of the whole process (the tracker's thread included).
+   On a shared machine the run-to-run noise is a few percent, more than the
+   budget being checked, hence view 2.
+2. **Per event.**  The tracker's cost per young collection (the C callbacks)
+   and per full collection (callback, measure, stats, verdict, delivery to
+   one listener) measured in tight loops, multiplied by the rates at which
+   the workload collects: the overhead the tracker adds, without the noise.
+
+The default measure must keep the tracker at or below 1% CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(os.path.dirname(HERE), "src")
+
+WORKLOAD = r'''
+import gc, json, sys, time
+config = sys.argv[1]
+ops = int(sys.argv[2])
+if config != "none":
+    import memwatch
+    if config == "tracemalloc" or config == "tracing-only":
+        import tracemalloc
+        tracemalloc.start()
+    if config != "tracing-only":
+        measure = config
+        if config == "callable":
+            measure = lambda: 0
+        memwatch.configure(measure=measure)
+        memwatch.on("stats", lambda s: None)
+        memwatch.on("leak", lambda s: None)
+
+class Node:
+    __slots__ = ("a", "b", "c")
+
+def work(n):
+    keep = []
+    for i in range(n):
+        a = {"i": i, "s": "x"}
+        b = [a, (i, i + 1)]
+        a["b"] = b                       # cyclic garbage
+        node = Node(); node.a = a; node.b = node; node.c = None
+        if i % 8 == 0:
+            keep.append(node)            # a working set that grows...
+            if len(keep) > 60000:
+                del keep[:30000]         # ...and turns over: full collections
+    return len(keep)
+
+counts = [0, 0, 0]
+def count(phase, info):
+    if phase == "stop":
+        counts[info["generation"]] += 1
+gc.callbacks.append(count)
+gc.collect()
+t0 = time.process_time(); w0 = time.perf_counter()
+work(ops)
+cpu = time.process_time() - t0
+wall = time.perf_counter() - w0
+gc.callbacks.remove(count)
+print(json.dumps({"cpu": cpu, "wall": wall, "young": counts[0] + counts[1], "full": counts[2]}))
+'''
+
+
+def end_to_end(configs, repeat, ops):
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    runs = {c: [] for c in configs}
+    for _ in range(repeat):
+        for c in configs:
+            out = subprocess.run([sys.executable, "-c", WORKLOAD, c, str(ops)], env=env,
+                                 capture_output=True, text=True, check=True)
+            runs[c].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return runs
+
+
+def per_event(measures):
+    """Seconds the tracker adds per young and per full collection, for each measure."""
+    sys.path.insert(0, SRC)
+    import memwatch
+    from memwatch import _deferred, _gchook, tracker
+
+    def young_loop(n=20000):
+        t = time.perf_counter()
+        for _ in range(n):
+            gc.collect(0)
+        return (time.perf_counter() - t) / n
+
+    def best(fn, k=7):
+        return min(fn() for _ in range(k))
+
+    # Young collections: only memwatch's two C callbacks run (a counter).
+    base_young = best(young_loop)
+    _deferred.acquire_hooks("bench")
+    hooked_young = best(young_loop)
+    _deferred.release_hooks("bench")
+    # The young-collection cost is the same for every measure (they are read
+    # only after full collections).
+    young_extra = max(0.0, hooked_young - base_young)
+
+    t = time.perf_counter()
+    for _ in range(50):
+        gc.collect(2)
+    base_full = (time.perf_counter() - t) / 50
+
+    results = {}
+    info = {"generation": 2, "collected": 0, "uncollectable": 0}
+    trk = tracker._tracker
+    for m in measures:
+        if m == "tracemalloc":
+            import tracemalloc
+            tracemalloc.start()
+        memwatch.configure(measure=m if m != "callable" else (lambda: 0))
+        memwatch.on("stats", lambda s: None)
+        memwatch.on("leak", lambda s: None)
+
+        def full_loop(n=200 if m not in ("python", "uss") else 40):
+            # What a full collection costs memwatch on top of the collection
+            # itself: both callbacks (measure included), turning the sample
+            # into stats, the verdict, and delivering it to the listeners.
+            t = time.perf_counter()
+            for _ in range(n):
+                trk._full_start(info)
+                trk._full_stop(info)
+                trk._process()
+                _deferred.drain()
+            return (time.perf_counter() - t) / n
+
+        results[m] = (young_extra, best(full_loop, 5))
+        memwatch.off()
+        memwatch.stop()
+        if m == "tracemalloc":
+            tracemalloc.stop()
+        memwatch.configure(measure="rss")
+    # The census behind top_types (taken at most every min_duration / 2, and
+    # never more than census_budget of wall time).
+    from memwatch import _core
+    t = time.perf_counter()
+    for _ in range(5):
+        _core.walk()
+    census = (time.perf_counter() - t) / 5
+    return base_young, base_full, results, census, len(gc.get_objects())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--ops", type=int, default=600_000, help="workload iterations per run")
+    parser.add_argument("--skip-end-to-end", action="store_true")
+    args = parser.parse_args()
+    measures = ["rss", "blocks", "callable", "tracemalloc", "uss", "python"]
+
+    print(f"CPython {sys.version.split()[0]} on {sys.platform}, {os.cpu_count()} CPUs\n")
+    base_young, base_full, per, census, nobj = per_event(measures)
+
+    rates = None
+    if not args.skip_end_to_end:
+        configs = ["none", "rss", "blocks", "callable", "tracing-only", "tracemalloc", "uss",
+                   "python"]
+        runs = end_to_end(configs, args.repeat, args.ops)
+        med = {c: statistics.median(r["cpu"] for r in runs[c]) for c in configs}
+        young = statistics.median(r["young"] for r in runs["none"])
+        full = statistics.median(r["full"] for r in runs["none"])
+        rates = (young / med["none"], full / med["none"])
+        print(f"1. End to end: {args.ops} iterations of the GC-heavy workload, "
+              f"median CPU of {args.repeat} interleaved runs")
+        print(f"   (no tracker: {young:.0f} young and {full:.0f} full collections, "
+              f"{rates[0]:.0f}/s and {rates[1]:.1f}/s)\n")
+        print(f"   {'configuration':<28}{'median CPU s':>14}{'vs none':>10}{'min..max s':>18}")
+        for c in configs:
+            cpus = [r["cpu"] for r in runs[c]]
+            ref = med["tracing-only"] if c == "tracemalloc" else med["none"]
+            label = {"none": "no memwatch", "tracing-only": "tracemalloc tracing, no tracker",
+                     "tracemalloc": "tracker, tracemalloc (vs tracing)"}.get(c, f"tracker, {c}")
+            print(f"   {label:<28}{med[c]:>14.3f}{(med[c] / ref - 1) * 100:>+9.1f}%"
+                  f"{min(cpus):>9.3f}..{max(cpus):.3f}")
+        print()
+
+    print("2. Per event (tight loops; overhead over the same collection without memwatch)\n")
+    print(f"   a young collection costs {base_young * 1e6:.2f} us, a full one "
+          f"{base_full * 1e3:.2f} ms ({nobj} tracked objects)")
+    print(f"   {'measure':<14}{'+ per young':>14}{'+ per full':>14}"
+          + (f"{'CPU share on the workload':>28}" if rates else ""))
+    for m, (dy, df) in per.items():
+        line = f"   {m:<14}{dy * 1e6:>11.2f} us{df * 1e6:>11.1f} us"
+        if rates:
+            share = dy * rates[0] + df * rates[1]
+            line += f"{share * 100:>27.2f}%"
+        print(line)
+    print(f"\n   census for top_types: {census * 1e3:.1f} ms per heap walk here; one every "
+          f"30 s (min_duration / 2) at most and never more than 0.2% of wall time "
+          f"(census_budget) -> at most {min(census / 30, 0.002) * 100:.3f}% CPU")
+
+
+if __name__ == "__main__":
+    main()
