@@ -319,6 +319,7 @@ cdef struct Graph:
     PyObject* sizeof_name
     PyCFunction object_sizeof
     size_t cur           # the node whose references are being enumerated
+    int naming           # name the references (only the writer needs names)
     # writing
     int fd
     char* buf
@@ -698,7 +699,12 @@ cdef int _edges(Graph* g, PyObject* o, sink_t sink) noexcept:
     n = <Py_ssize_t>(g.scratch_n - start)
     for i in range(n):
         v = g.scratch[start + i]
-        nk = _label(o, v, i, &etype, &name)
+        if g.naming:
+            nk = _label(o, v, i, &etype, &name)
+        else:
+            etype = ET_HIDDEN
+            nk = NK_INDEX
+            name = <uintptr_t>i
         if sink(g, v, etype, nk, name):
             g.scratch_n = start
             return 1
@@ -1281,6 +1287,7 @@ def write_heapsnapshot(int fd, bint include_strings=False, Py_ssize_t buffer_siz
     cdef uint64_t nexternal = 0, nedges = 0
     try:
         g.fd = fd
+        g.naming = True
         g.include_strings = include_strings
         g.buf_cap = <size_t>max(buffer_size, 4096)
         g.buf = <char*>_malloc(g.buf_cap)
