@@ -167,7 +167,9 @@ def main():
     args = parser.parse_args()
     measures = ["rss", "blocks", "callable", "tracemalloc", "uss", "python"]
 
-    print(f"CPython {sys.version.split()[0]} on {sys.platform}, {os.cpu_count()} CPUs\n")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"CPython {sys.version.split()[0]} on {sys.platform}, {os.cpu_count()} CPUs, "
+          f"load average {load:.1f} at start\n")
     base_young, base_full, per, census, nobj = per_event(measures)
 
     rates = None
@@ -191,7 +193,8 @@ def main():
                      "tracemalloc": "tracker, tracemalloc (vs tracing)"}.get(c, f"tracker, {c}")
             print(f"   {label:<28}{med[c]:>14.3f}{(med[c] / ref - 1) * 100:>+9.1f}%"
                   f"{min(cpus):>9.3f}..{max(cpus):.3f}")
-        print()
+        print("   (differences within the min..max spread are noise: view 2 measures the same cost "
+              "without it)\n")
 
     print("2. Per event (tight loops; overhead over the same collection without memwatch)\n")
     print(f"   a young collection costs {base_young * 1e6:.2f} us, a full one "
