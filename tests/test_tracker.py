@@ -554,3 +554,21 @@ def test_trace_gc_from_environment(run_script):
         memwatch.trace_gc(False)      # flushes
     """, env={"MEMWATCH_TRACE_GC": "1"})
     assert re.search(r"\[\d+\] +\d+ ms: gen 2, ", out.stderr), out.stderr
+
+
+def test_gc_inside_a_gc_callback_returns_at_once():
+    memwatch.gc()
+    got = []
+
+    def user_callback(phase, info):
+        if phase == "stop" and info["generation"] == 2 and not got:
+            t = time.monotonic()
+            got.append((memwatch.gc(), time.monotonic() - t))
+
+    gc.callbacks.append(user_callback)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(user_callback)
+    stats, elapsed = got[0]
+    assert stats["num_full_gc"] >= 1 and elapsed < 2.0

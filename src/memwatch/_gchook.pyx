@@ -36,6 +36,7 @@ import sys as _sys
 
 cdef extern from "Python.h":
     int Py_AddPendingCall(int (*func)(void *) noexcept, void *arg)
+    unsigned long PyThread_get_thread_ident()
 
 cdef object _handler = None          # Python callable: runs the deferred work
 cdef object _full_start = None       # Python callable(info): a full collection starts
@@ -45,6 +46,7 @@ cdef bint _wanted = False            # queue one at the end of this collection
 cdef int _in_gc = 0                  # between gc_begin('start') and gc_end('stop')
 cdef long long _young = 0            # collections of generations 0 and 1
 cdef long long _full = 0             # collections of generation 2 (all, quiet or not)
+cdef unsigned long _collector = 0    # thread ident of the collecting thread
 
 
 cdef inline int _generation(dict info) except? -2:
@@ -56,9 +58,10 @@ cdef inline int _generation(dict info) except? -2:
 
 def gc_begin(str phase, dict info):
     """First entry of gc.callbacks."""
-    global _in_gc
+    global _in_gc, _collector
     if phase == "start":
         _in_gc = 1
+        _collector = PyThread_get_thread_ident()
         cbs = _gc.callbacks
         if cbs[len(cbs) - 1] is not gc_end and gc_end in cbs:
             # Something was appended after gc_end: move gc_end back to the end
@@ -199,6 +202,11 @@ def installed():
 def in_collection():
     """True between the start and the end of a collection (any thread)."""
     return bool(_in_gc)
+
+
+def collecting_thread():
+    """Ident of the thread running the current collection (None outside one)."""
+    return _collector if _in_gc else None
 
 
 def counts():

@@ -569,6 +569,10 @@ class _Tracker:
     def collect(self) -> dict[str, Any]:
         if not self.running:
             self.start(implicit=True)
+        if _gchook.in_collection() and threading.get_ident() == self._collecting_thread():
+            # Called from inside a collection (a gc.callbacks entry): CPython
+            # cannot collect here; the best answer is the last sample.
+            return dict(self.last_stats) if self.last_stats else {}
         token = object()
         tls = self._tls
         tls.token = token
@@ -591,6 +595,9 @@ class _Tracker:
         if payload is None:         # could not collect (e.g. gc() from inside a gc callback)
             payload = self.last_stats
         return dict(payload) if payload is not None else {}
+
+    def _collecting_thread(self) -> int | None:
+        return _gchook.collecting_thread()
 
     def info(self) -> dict[str, Any]:
         with self._api_lock:
@@ -720,7 +727,8 @@ def configure(**options: Any) -> dict[str, Any]:
     """Set tracker options; returns the effective options (durations scaled).
 
     ``measure``: what ``current_base`` is: ``'rss'`` (default), ``'uss'``,
-    ``'python'``, ``'blocks'``, ``'tracemalloc'`` or a callable returning bytes.
+    ``'python'``, ``'blocks'``, ``'tracemalloc'`` or a callable returning bytes
+    (with ``'blocks'`` the unit is blocks, and ``min_growth`` defaults to 50000).
     Leak verdict: ``min_growth``, ``min_duration``, ``min_samples``, ``segments``,
     ``warmup``, ``confirm``.
     Sampling: ``timer_interval``, ``timer_budget``.  ``top_types`` (0 disables
