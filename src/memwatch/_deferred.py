@@ -190,6 +190,31 @@ def _wait_for_collection_end(limit: float = 1.0) -> None:
         time.sleep(0.0005)
 
 
+_restart_after_fork = False
+
+
+def _before_fork() -> None:
+    """Stop the worker across fork(): no thread of ours is running when the
+    process forks (CPython 3.12+ warns that forking a multi-threaded process
+    may deadlock, and a pre-fork server should not see memwatch as the cause);
+    it is restarted in the parent and, clean, in the child."""
+    global _restart_after_fork, _worker, _worker_stop
+    worker = _worker
+    _restart_after_fork = False
+    if worker is None or not worker.is_alive() or worker is threading.current_thread():
+        return
+    _restart_after_fork = True
+    _worker_stop = True
+    _worker = None
+    wake()
+    worker.join(2.0)
+
+
+def _after_fork_in_parent() -> None:
+    if _restart_after_fork:
+        ensure_worker()
+
+
 def _after_fork_in_child() -> None:
     """The child has one thread: the worker and every lock state are stale."""
     global _drain_lock, _wake, _main_ident, _worker, _state_lock
@@ -202,7 +227,10 @@ def _after_fork_in_child() -> None:
     _worker = None
     if _gchook is not None:
         _gchook.reset(counters=False)
+    if _restart_after_fork or _hook_owners:
+        ensure_worker()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
