@@ -560,35 +560,36 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     wanted_set = set(wanted)
     names: dict[type, str] = {}
 
-    def name_of(obj: Any) -> str:
-        tp = type(obj)
-        name = names.get(tp)
-        if name is None:
-            name = names[tp] = type_name(tp)
-        return name
+    def wanted_types(objects: list[Any]) -> set[type]:
+        # One name per distinct type (kept, so the same str objects serve both scans).
+        for tp in set(map(type, objects)):
+            if tp not in names:
+                names[tp] = type_name(tp)
+        return {tp for tp, name in names.items() if name in wanted_set}
 
     _settle(quiet_collect)
     objects = _objects(_core.walk)
+    types = wanted_types(objects)
     # Addresses in a C array, not a set of ints: no new int survives the call.
-    before = array("Q", sorted(id(o) for o in objects if name_of(o) in wanted_set))
+    before = array("Q", sorted(id(o) for o in objects if type(o) in types))
     del objects
     call()
     sinks.trim()
     _settle(quiet_collect)
     objects = _objects(_core.walk)
+    types = wanted_types(objects)
     old = set(before)
-    # The type names made for the scan above are new objects too: not examples.
+    # The type names made for the scans are new objects too: not examples.
     old.update(map(id, names.values()))
     old.add(id(before))
     found: dict[str, list[Any]] = {n: [] for n in wanted}
     for obj in objects:
-        name = name_of(obj)
-        if name in wanted_set and id(obj) not in old:
-            bucket = found[name]
+        if type(obj) in types and id(obj) not in old:
+            bucket = found[names[type(obj)]]
             if len(bucket) < _EXAMPLE_CANDIDATES:
                 bucket.append(obj)
     obj = None
-    del objects, old, before
+    del objects, old, before, types
     try:
         params = inspect.signature(retainers).parameters
     except (TypeError, ValueError):
