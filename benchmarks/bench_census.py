@@ -6,8 +6,10 @@ For each heap size a fresh interpreter builds a synthetic heap (application
 objects holding strings, ints, lists and tuples, as a service's caches do) and
 measures, side by side in that one process:
 
-* time: median of --repeat runs (slow peers: fewer runs, said in the table),
-  and the ratio to one gc.collect() on the same heap;
+* time: CPU time of this process (time.process_time: what the watched
+  program pays, and stable when other work shares the machine), median of
+  --repeat runs (slow peers: fewer runs, said in the table), and the ratio
+  to one gc.collect() on the same heap;
 * objects and bytes each tool reports;
 * extra peak memory: tracemalloc's peak during the call minus before it
   (memwatch's C bookkeeping uses PyMem_Raw*, which tracemalloc traces), per
@@ -56,9 +58,9 @@ def timed(fn, repeat: int) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeat):
         gc.collect()
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         result = fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return statistics.median(times), result
 
 
@@ -150,7 +152,7 @@ def fmt_bytes(n):
 def report(res: dict) -> None:
     gc_t = res["rows"][0]["seconds"]
     print(f"\nHeap of {res['objects']:,} objects (CPython {res['python']})")
-    print(f"{'tool':<36} {'median':>10} {'x gc':>7} {'objects':>12} {'bytes':>11} "
+    print(f"{'tool':<36} {'CPU med.':>10} {'x gc':>7} {'objects':>12} {'bytes':>11} "
           f"{'extra peak':>11} {'B/obj':>6}")
     for r in res["rows"]:
         runs = "" if r["runs"] > 1 else " (1 run)"
