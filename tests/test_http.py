@@ -492,3 +492,41 @@ def test_non_finite_numbers_answer_null_and_errors_withhold_messages(server, sta
     monkeypatch.setattr(state, "take_census", boom)
     code, body, _, raw = request(server.url, "POST", "/ah/census")
     assert code == 500 and "KeyError" in body["error"] and b"s3cr3t" not in raw
+
+
+def test_mounted_in_starlette_under_uvicorn():
+    """FastAPI/Starlette's Mount, served by uvicorn over a socket (skipped without them)."""
+    pytest.importorskip("starlette")
+    uvicorn = pytest.importorskip("uvicorn")
+    import time
+
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
+
+    async def home(request):
+        return JSONResponse({"app": "home"})
+
+    st = MemwatchState()
+    st.on_stats(_stats())
+    app = Starlette(routes=[Route("/", home), Mount("/debug", app=make_asgi_app(state=st, token="t"))])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    try:
+        assert request(base, "GET", "/debug/ah/memoryProfile/status")[0] == 401
+        code, body, _, _ = request(base, "GET", "/debug/ah/memoryProfile/status", token="t")
+        assert code == 200 and body["lastGC"]["current_base"] == 1100
+        code, prof, _, _ = request(base, "POST", "/debug/ah/memoryProfile", token="t")
+        assert code == 201
+        code, done, _, _ = request(base, "POST", f"/debug/ah/memoryProfile/{prof['id']}/end", token="t")
+        assert code == 200 and done["state"] == "done"
+        code, body, headers, _ = request(base, "DELETE", "/debug/ah/memory", token="t")
+        assert code == 405 and headers["allow"] == "GET"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
