@@ -155,3 +155,14 @@ def test_real_tracker_feeds_the_collector(run_script):
     text = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "memwatch_current_base_bytes " in text
     assert "memwatch_full_gc_total " in text
+
+
+def test_register_twice_returns_the_same_collector(monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    reg = CollectorRegistry()
+    st = MemwatchState()
+    first = mwp.register(reg, state=st)
+    assert mwp.register(reg, state=st) is first
+    st.on_stats(_stats())
+    text = generate_latest(reg).decode()
+    assert text.count("\nmemwatch_current_base_bytes ") == 1

@@ -274,10 +274,23 @@ def register(registry: Any = None, *, top_types: int = 0, state: Any = None,
     ``registry`` (default: prometheus_client's ``REGISTRY``).  In multiprocess
     mode: starts a :class:`MultiprocessSync` (``registry`` is not used: the
     numbers go to the per-process files)."""
-    if in_multiprocess_mode():
-        return MultiprocessSync(state, top_types=top_types, interval=interval)
-    if registry is None:
-        from prometheus_client import REGISTRY as registry  # noqa: N811
-    collector = MemwatchCollector(state, top_types=top_types)
-    registry.register(collector)
-    return collector
+    with _register_lock:
+        if in_multiprocess_mode():
+            # one sync per process: a second call (e.g. a hook run twice) returns it
+            if _registered.get("multiprocess") is None:
+                _registered["multiprocess"] = MultiprocessSync(state, top_types=top_types,
+                                                               interval=interval)
+            return _registered["multiprocess"]
+        if registry is None:
+            from prometheus_client import REGISTRY as registry  # noqa: N811
+        existing = _registered.get(id(registry))
+        if existing is not None and existing[0]() is registry:
+            return existing[1]          # already there: the same series twice would be invalid
+        collector = MemwatchCollector(state, top_types=top_types)
+        registry.register(collector)
+        _registered[id(registry)] = (weakref.ref(registry), collector)
+        return collector
+
+
+_register_lock = threading.Lock()
+_registered: dict[Any, Any] = {}
