@@ -5,11 +5,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 status=0
 for minor in 10 11 12 13; do
-  py=""
-  for cand in "python3.$minor" "$HOME/.pyenv/versions/3.$minor"*/bin/python3; do
-    if command -v "$cand" >/dev/null 2>&1 || [ -x "$cand" ]; then py="$cand"; break; fi
-  done
-  if [ -z "$py" ]; then echo "== CPython 3.$minor: not found, skipped"; continue; fi
+  if ! py=$(bash scripts/find-python.sh "$minor"); then
+    echo "== CPython 3.$minor: not found, skipped"; continue
+  fi
   echo "== CPython 3.$minor ($py)"
   if ! PYTHON="$py" bash scripts/test.sh -q "$@"; then status=1; echo "== CPython 3.$minor FAILED"; fi
 done
