@@ -266,3 +266,51 @@ def test_snapshot_round_trips_through_the_reader(tmp_path):
     assert isinstance(snap, Snapshot)
     assert sum(c for c, _s in snap.type_counts().values()) == info["nodes"]
     assert snap.census().total_count == info["nodes"]
+
+
+ASYNC_SCENARIO = r"""
+import asyncio, os, sys, threading, time
+from memwatch import _graph
+import memwatch
+
+async def worker(state):
+    loop = asyncio.get_running_loop()
+    while not state["stop"]:
+        fut = loop.create_future()
+        loop.call_soon(fut.set_result, 1)
+        await fut
+        await asyncio.sleep(0)
+
+async def many(state):
+    await asyncio.gather(*[worker(state) for _ in range(10)])
+
+state = {"stop": False}
+t = threading.Thread(target=lambda: asyncio.run(many(state)))
+t.start()
+time.sleep(0.1)
+for i in range(8):
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    _graph.write_heapsnapshot(fd)
+    os.close(fd)
+    memwatch.retainers(dict, limit=1, collect=False)
+state["stop"] = True
+t.join()
+
+async def again():
+    loop = asyncio.get_running_loop()
+    for _ in range(3000):
+        f = loop.create_future()
+        loop.call_soon(f.set_result, 1)
+        await f
+asyncio.run(again())
+import gc
+gc.collect()
+print("ok")
+"""
+
+
+def test_free_listed_objects_are_never_pinned(run_script, tmp_path):
+    # On 3.12 free-listed _asyncio.FutureIter objects (refcount 0) are still
+    # reachable; pinning one would deallocate it twice and loop its free list.
+    proc = run_script(ASYNC_SCENARIO, str(tmp_path / "a.heapsnapshot"), timeout=120)
+    assert proc.stdout.strip().endswith("ok")

@@ -29,7 +29,6 @@ missing ones are replaced by a weak self-reference named ``(stale)``).
 
 cimport cython
 from cpython.object cimport PyObject, PyTypeObject
-from cpython.ref cimport Py_INCREF, Py_DECREF
 from cpython.mem cimport PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree
 from libc.stdint cimport uintptr_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memset, memcpy, strlen
@@ -56,6 +55,8 @@ cdef extern from "Python.h":
     int PyDict_CheckExact(PyObject*)
     PyObject* PyModule_GetDict(PyObject*)
     int PyType_IsSubtype(PyTypeObject*, PyTypeObject*)
+    void _incref "Py_INCREF"(PyObject*)
+    void _decref "Py_DECREF"(PyObject*)
 
 cdef extern from "_compat.h":
     Py_ssize_t mw_presize(PyObject*)
@@ -245,6 +246,10 @@ cdef enum:
     F_DEFERRED = 1       # size with sys.getsizeof once Python code may run
     F_EXTERNAL = 2       # referenced from outside the graph: a root
     F_NOEXPAND = 4       # a frame of the calling thread (retainers): not a path
+    F_DEAD = 8           # refcount 0 (a free-listed object still pointed to,
+                         # e.g. from a stale frame stack slot): counted, as the
+                         # census counts it, but never pinned, touched again or
+                         # handed to Python code
 
     ERR_NONE = 0
     ERR_NOMEM = 1
@@ -376,7 +381,8 @@ cdef void _graph_free(Graph* g) noexcept:
     g.found = NULL
     if g.nodes != NULL:
         for i in range(g.n):
-            Py_DECREF(<object><PyObject*>g.nodes[i].addr)
+            if not (g.nodes[i].flags & F_DEAD):
+                _decref(<PyObject*>g.nodes[i].addr)
         PyMem_RawFree(g.nodes)
         g.nodes = NULL
     g.n = 0
@@ -474,7 +480,11 @@ cdef long _add(Graph* g, PyObject* o) noexcept:
     nd.aux = 0
     nd.flags = 0
     e = &g.types[t]
-    if e.kind == MW_SIZEOF_OBJECT:
+    if mw_refcnt(o) <= 0:
+        # Not alive: pinning it would deallocate it a second time at the end.
+        nd.size = <uint64_t>mw_basicsize(o)
+        nd.flags = F_DEAD | F_NOEXPAND
+    elif e.kind == MW_SIZEOF_OBJECT:
         nd.size = <uint64_t>(mw_object_sizeof(o) + mw_presize(o))
     elif e.kind == MW_SIZEOF_CFUNC:
         size = mw_sizeof_via(e.fn, o)
@@ -486,7 +496,8 @@ cdef long _add(Graph* g, PyObject* o) noexcept:
     else:
         nd.size = 0
         nd.flags = F_DEFERRED
-    Py_INCREF(<object>o)       # pinned until _graph_free
+    if not (nd.flags & F_DEAD):
+        _incref(o)             # pinned until _graph_free
     mask = g.index_cap - 1
     j = _hash(<uint64_t><uintptr_t>o, g.index_shift)
     while g.index[j] != 0:
@@ -1215,7 +1226,7 @@ cdef int _write_all(_Session s, list statics, uint32_t name_base, uint32_t holde
         o = <PyObject*>nd.addr
         ntype = NT_OBJECT
         sid = name_base + nd.tidx
-        if g.include_strings and mw_is_str(o):
+        if g.include_strings and not (nd.flags & F_DEAD) and mw_is_str(o):
             ntype = NT_STRING
             sid = _str_id(g, <long>i)
             if sid < 0:
@@ -1241,7 +1252,9 @@ cdef int _write_all(_Session s, list statics, uint32_t name_base, uint32_t holde
     for i in range(g.n):
         g.budget = g.nodes[i].ecount
         g.cur = i
-        if _edges(g, <PyObject*>g.nodes[i].addr, _sink_write):
+        if g.nodes[i].flags & F_DEAD:
+            pass               # not touched again: its edges are written as stale
+        elif _edges(g, <PyObject*>g.nodes[i].addr, _sink_write):
             if g.error == ERR_NOMEM:
                 raise MemoryError("memwatch: out of memory while writing the snapshot")
             raise OSError(errno, "memwatch: cannot write the snapshot")
@@ -1284,7 +1297,7 @@ def write_heapsnapshot(int fd, bint include_strings=False, Py_ssize_t buffer_siz
     cdef _Session s = _build(False, None)
     cdef Graph* g = &s.g
     cdef size_t i
-    cdef uint64_t nexternal = 0, nedges = 0
+    cdef uint64_t nexternal = 0, nedges = 0, ndead = 0
     try:
         g.fd = fd
         g.naming = True
@@ -1308,11 +1321,13 @@ def write_heapsnapshot(int fd, bint include_strings=False, Py_ssize_t buffer_siz
             nedges += g.nodes[i].ecount
             if g.nodes[i].flags & F_EXTERNAL:
                 nexternal += 1
+            if g.nodes[i].flags & F_DEAD:
+                ndead += 1
         overhead = (g.cap * sizeof(Node) + g.index_cap * sizeof(uint32_t) + g.buf_cap
                     + g.dyn_cap * sizeof(uintptr_t) + g.scratch_cap * sizeof(PyObject*))
         return {"nodes": g.n, "edges": nedges, "bytes": g.bytes_written,
                 "roots": len(s.root_edges), "external": nexternal,
-                "stale_edges": g.stale_edges, "strings": g.nstrings,
+                "stale_edges": g.stale_edges, "strings": g.nstrings, "dead": ndead,
                 "overhead_bytes": overhead,
                 "elapsed": (_time.perf_counter_ns() - t0) / 1e9}
     finally:
@@ -1333,6 +1348,8 @@ cdef int _sink_bfs(Graph* g, PyObject* child, int etype, int nk, uintptr_t name)
     if c < 0:
         return 0
     ci = <uint32_t>(c + NSYN)
+    if g.nodes[c].flags & F_DEAD:
+        return 0
     if g.target:
         if <uintptr_t>child == g.target:
             # Distinct referrers of the one target, nearest first.
@@ -1551,3 +1568,13 @@ def _check_inline_names():
 
 
 _INLINE_NAMES = _check_inline_names()
+
+
+def _debug_dead():
+    """Test harness: type names of the objects found with a refcount of 0."""
+    cdef _Session s = _build(False, None)
+    cdef size_t i
+    try:
+        return [s.type_names[s.g.nodes[i].tidx] for i in range(s.g.n) if s.g.nodes[i].flags & F_DEAD]
+    finally:
+        s.close()
