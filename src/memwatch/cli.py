@@ -52,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(func(args) or 0)
     except SnapshotError as e:
         print(f"memwatch: error: {e}", file=sys.stderr)
+    except BrokenPipeError:
+        # `memwatch summary FILE | head`: the reader left; not an error.
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        except Exception:
+            pass
+        return 0
     except MemoryError:
         print("memwatch: error: out of memory", file=sys.stderr)
     except OSError as e:
