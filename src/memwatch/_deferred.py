@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -57,6 +58,8 @@ _state_lock = threading.Lock()      # start/stop of the worker (never taken in a
 def post(job: Callable[[], None]) -> None:
     """Queue ``job`` to run soon, outside the collector.  Safe in a GC callback."""
     _jobs.append(job)
+    if _restart_pending and _gchook is not None:
+        _gchook.schedule()      # the main thread restarts the worker, then drains
     if threading.get_ident() == _main_ident and _gchook is not None and _gchook.schedule():
         return
     wake()
@@ -92,7 +95,26 @@ def drain() -> None:
 
 
 def _drain_handler() -> None:
+    global _restart_pending
+    if _restart_pending:
+        if _inside_fork_hooks():
+            # Still inside os.fork() (its hooks run Python code, which runs
+            # pending calls): try again once fork() has returned.
+            _gchook.schedule()
+            return
+        _restart_pending = False
+        ensure_worker()
     drain()
+
+
+def _inside_fork_hooks() -> bool:
+    frame = sys._getframe(1)
+    code = _after_fork_in_parent.__code__
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def set_tick(hooks: list[Callable[[], None]], interval: float) -> None:
@@ -204,20 +226,47 @@ def _before_fork() -> None:
     if worker is None or not worker.is_alive() or worker is threading.current_thread():
         return
     _restart_after_fork = True
+    before = _os_thread_count()
     _worker_stop = True
     _worker = None
     wake()
     worker.join(2.0)
+    # join() returns when the Python thread state is done; the OS thread may
+    # linger a moment, and CPython 3.12+ counts OS threads when it warns.
+    if before is not None:
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:
+            now = _os_thread_count()
+            if now is None or now < before:
+                break
+            time.sleep(0.0005)
+
+
+def _os_thread_count() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
+_restart_pending = False
 
 
 def _after_fork_in_parent() -> None:
+    # Not right here: CPython 3.13 runs these hooks before it counts threads
+    # for its warning.  A pending call restarts the worker as soon as the
+    # main thread is back in Python code (and post() wakes it if needed).
+    global _restart_pending
     if _restart_after_fork:
-        ensure_worker()
+        _restart_pending = True
+        if _gchook is None or not _gchook.schedule():
+            ensure_worker()
 
 
 def _after_fork_in_child() -> None:
     """The child has one thread: the worker and every lock state are stale."""
-    global _drain_lock, _wake, _main_ident, _worker, _state_lock
+    global _drain_lock, _wake, _main_ident, _worker, _state_lock, _restart_pending
+    _restart_pending = False
     _jobs.clear()
     _drain_lock = threading.Lock()
     _wake = threading.Lock()
