@@ -40,9 +40,13 @@ a sustained leak of 100 KB/s reaches 4 MiB in 41 s, so it is reported as
 soon as a 60 s window exists (about one minute after it starts; 90 s when it
 starts with the tracker, because of the warm-up); 10 KB/s reaches it in 410 s,
 reported by the first window of at least that length (window lengths step by
-a factor 1.25, so under 8.6 minutes).  A cache that fills during start-up in
-less than ``min_duration`` can never be reported, whatever its size, and
-neither can anything whose floor stops rising, however noisy.
+a factor 1.25 from 60 s, so within about eight minutes; later when the
+process first refills memory it had freed, which RSS does not see grow).  A
+cache that fills during start-up in less than ``min_duration`` can never be
+reported, whatever its size, and neither can anything whose floor stops
+rising, however noisy.  (3 MiB would report 10 KB/s about a minute sooner,
+but lets an allocator creeping up by 8 MiB over a few minutes through when
+the measure is judged alone.)
 
 Samples are kept in buckets of ``min_duration / (4 * segments)`` seconds
 (their floor, sample count and time span); when more than ``max_buckets``

@@ -114,7 +114,7 @@ class Run:
         memwatch.stop()
 
 
-def unit_size(make, n: int = 2000) -> float:
+def unit_size(make, n: int = 300) -> float:
     """Bytes one ``make()`` result keeps alive (measured with tracemalloc)."""
     tracemalloc.start()
     try:
