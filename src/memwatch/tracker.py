@@ -134,7 +134,6 @@ DEFAULTS: dict[str, Any] = {
     "time_scale": 1.0,         # multiplies every duration above (tests run scenarios fast)
 }
 
-_DURATIONS = ("min_duration", "timer_interval", "census_interval", "warmup")
 _MAX_CENSUSES = 6
 
 
@@ -517,13 +516,14 @@ class _Tracker:
             new.update(options)
             _validate(new)
             old = self.options
-            self.options = new
-            try:
-                self._apply_options()
-            except Exception:
-                self.options = old
-                self._apply_options()
-                raise
+            with self._process_lock:      # not while a sample is being judged
+                self.options = new
+                try:
+                    self._apply_options()
+                except Exception:
+                    self.options = old
+                    self._apply_options()
+                    raise
             return self.effective_options()
 
     def effective_options(self) -> dict[str, Any]:
