@@ -369,3 +369,35 @@ def test_sole_references_are_counted_exactly_once(gc_off):
     assert ids.count(key_id) == 1
     for s in in_list + list(in_tuple):
         assert ids.count(id(s)) == 1
+
+
+def test_sizeof_that_reclasses_a_pending_object_is_counted_consistently():
+    # Review finding: a __sizeof__ run after the walk re-classes objects that
+    # still wait to be sized; the type table must not grow past its names.
+    class Waiting:
+        def __sizeof__(self):
+            return 64
+
+    class Renamed:
+        def __sizeof__(self):
+            return 64
+
+    waiting = [Waiting() for _ in range(3)]
+
+    class Reclasser:
+        done = False
+
+        def __sizeof__(self):
+            if not Reclasser.done:
+                Reclasser.done = True
+                for w in waiting:
+                    w.__class__ = Renamed
+            return 64
+
+    trigger = Reclasser()  # noqa: F841
+    raw = _core.walk()
+    rows = raw.rows()
+    assert len(rows) == len(raw.names)
+    by_name = {name: (count, size) for name, count, size in rows}
+    # Counted and sized under the type they had during the walk, together.
+    assert by_name[memwatch.type_name(Waiting)] == (3, 3 * sys.getsizeof(Waiting()))

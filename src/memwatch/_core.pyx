@@ -329,6 +329,7 @@ cdef struct Walk:
     uint64_t total_size
     uint64_t sizeof_errors
     PyObject* deferred     # a list (strong refs) of objects sized after the walk
+    PyObject* deferred_ti  # ... and, in step, the type index each was counted under
     PyObject* sizeof_name  # the interned string "__sizeof__"
     PyCFunction object_sizeof
 
@@ -420,6 +421,7 @@ cdef inline int _account(Walk* w, PyObject* o) noexcept:
         # Sized after the walk, when running Python code is safe.
         try:
             (<list>w.deferred).append(<object>o)
+            (<list>w.deferred_ti).append(ti)
         except BaseException:
             w.error = ERR_PYTHON
             return -1
@@ -629,15 +631,17 @@ cdef class RawCensus:
 
 
 cdef int _finish_deferred(Walk* w) except -1:
-    """Size the objects whose __sizeof__ may run Python code (walk is over)."""
-    cdef long ti
+    """Size the objects whose __sizeof__ may run Python code (walk is over).
+
+    Each object's bytes go to the type it was counted under during the walk:
+    a __sizeof__ may re-class another object that is still waiting, and the
+    type table (and its names) must not change after the walk."""
+    cdef uint32_t ti
     cdef PyObject* o
     getsizeof = _sys.getsizeof
-    for obj in <list>w.deferred:
+    for obj, tidx in zip(<list>w.deferred, <list>w.deferred_ti):
         o = <PyObject*>obj
-        ti = _type_index(w, mw_type(o))
-        if ti < 0:
-            raise MemoryError("memwatch: out of memory while sizing objects")
+        ti = tidx
         try:
             size = getsizeof(obj)
         except Exception:
@@ -681,7 +685,7 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
     w.slow_sizes = _slow_sizes
     w.sizeof_name = <PyObject*>_SIZEOF_NAME
     w.object_sizeof = _OBJECT_SIZEOF
-    deferred = None
+    deferred = deferred_ti = None
 
     was_enabled = PyGC_Disable()
     try:
@@ -689,7 +693,9 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
         # Created after the object list, so the walk can never reach (and
         # count) its own bookkeeping.
         deferred = []
+        deferred_ti = []
         w.deferred = <PyObject*>deferred
+        w.deferred_ti = <PyObject*>deferred_ti
         n = PyList_GET_SIZE(<PyObject*>objects)
         # Objects frozen with gc.freeze() are tracked but absent from
         # gc.get_objects(); when there are any, tracked referents must be
@@ -755,9 +761,10 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
                               for i in range(<Py_ssize_t>w.records.size)]
         # From here on Python code may run (user __sizeof__ methods).
         _finish_deferred(&w)
-        del deferred
+        del deferred, deferred_ti
         objects = None
         w.deferred = NULL
+        w.deferred_ti = NULL
         result.tracked_only = tracked_only
         result.total_count = w.total_count
         result.total_size = w.total_size
