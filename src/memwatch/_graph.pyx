@@ -1129,15 +1129,41 @@ cdef long _str_id(Graph* g, long node) noexcept:
     return sid
 
 
+cdef inline size_t _fmtu(char* out, uint64_t v) noexcept nogil:
+    """Decimal digits of v at out; returns how many."""
+    cdef char tmp[24]
+    cdef int i = 24
+    cdef size_t n
+    if v == 0:
+        out[0] = b'0'
+        return 1
+    while v:
+        i -= 1
+        tmp[i] = <char>(48 + v % 10)
+        v //= 10
+    n = <size_t>(24 - i)
+    memcpy(out, tmp + i, n)
+    return n
+
+
 cdef int _put_edge(Graph* g, int etype, uint64_t name, uint64_t to_node) noexcept:
-    if g.ordinal and _putc(g, b',') < 0:
-        return -1
+    # One record formatted in place, then copied once.
+    cdef char rec[96]
+    cdef size_t n = 0
+    if g.ordinal:
+        rec[n] = b','
+        n += 1
     g.ordinal += 1
-    if _putu(g, etype) < 0 or _putc(g, b',') < 0 or _putu(g, name) < 0:
-        return -1
-    if _putc(g, b',') < 0 or _putu(g, to_node * NODE_FIELDS) < 0:
-        return -1
-    return _putc(g, b'\n')
+    n += _fmtu(rec + n, <uint64_t>etype)
+    rec[n] = b','
+    n += 1
+    n += _fmtu(rec + n, name)
+    rec[n] = b','
+    n += 1
+    n += _fmtu(rec + n, to_node * NODE_FIELDS)
+    rec[n] = b'\n'
+    n += 1
+    return _put(g, rec, n)
 
 
 cdef int _sink_write(Graph* g, PyObject* child, int etype, int nk, uintptr_t name) noexcept:
@@ -1169,15 +1195,27 @@ cdef int _sink_write(Graph* g, PyObject* child, int etype, int nk, uintptr_t nam
 
 cdef int _put_node(Graph* g, int ntype, uint64_t name, uint64_t nid, uint64_t size,
                    uint64_t ecount, bint first) noexcept:
-    if not first and _putc(g, b',') < 0:
-        return -1
-    if _putu(g, ntype) < 0 or _putc(g, b',') < 0 or _putu(g, name) < 0 or _putc(g, b',') < 0:
-        return -1
-    if _putu(g, nid) < 0 or _putc(g, b',') < 0 or _putu(g, size) < 0 or _putc(g, b',') < 0:
-        return -1
-    if _putu(g, ecount) < 0:
-        return -1
-    return _put(g, b",0,0\n", 5)
+    cdef char rec[160]
+    cdef size_t n = 0
+    if not first:
+        rec[n] = b','
+        n += 1
+    n += _fmtu(rec + n, <uint64_t>ntype)
+    rec[n] = b','
+    n += 1
+    n += _fmtu(rec + n, name)
+    rec[n] = b','
+    n += 1
+    n += _fmtu(rec + n, nid)
+    rec[n] = b','
+    n += 1
+    n += _fmtu(rec + n, size)
+    rec[n] = b','
+    n += 1
+    n += _fmtu(rec + n, ecount)
+    memcpy(rec + n, b",0,0\n", 5)
+    n += 5
+    return _put(g, rec, n)
 
 
 cdef bytes _META = (
