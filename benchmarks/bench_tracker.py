@@ -95,7 +95,7 @@ def per_event(measures):
     """Seconds the tracker adds per young and per full collection, for each measure."""
     sys.path.insert(0, SRC)
     import memwatch
-    from memwatch import _deferred, _gchook, tracker
+    from memwatch import _deferred, tracker
 
     def young_loop(n=20000):
         t = time.perf_counter()

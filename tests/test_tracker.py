@@ -8,7 +8,6 @@ import gc
 import logging
 import os
 import re
-import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone

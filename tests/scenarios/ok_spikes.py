@@ -7,7 +7,7 @@ def main():
     next_spike = 10.0
     while run.running():
         if run.now() >= next_spike:
-            spike = [("x" * 400, i) for i in range(100_000)]     # ~50 MB
+            spike = [("x" * 400, i) for i in range(100_000)]     # ~50 MB  # noqa: F841
             run.sleep(2)
             del spike
             next_spike = run.now() + 13
