@@ -99,3 +99,22 @@ def test_memlab_shortest_path_matches_ours(scenario):
     assert [h[0] for h in file_hops] == [h[0] for h in hops]
     # memlab's retained size of the session includes its payload.
     assert theirs["retained"] >= ours["size"] + 4096
+
+
+DEVTOOLS_JS = Path(__file__).parent / "memlab" / "devtools.mjs"
+
+
+def test_devtools_summary_view_matches_the_census(scenario):
+    """Chrome DevTools' own heap snapshot code (heap-snapshot-toolkit) builds
+    its Summary view from our file: every object, grouped by our type names."""
+    if not (MEMLAB_DIR / "node_modules" / "heap-snapshot-toolkit").is_dir():
+        pytest.skip("heap-snapshot-toolkit not installed (run: bash tests/memlab/install.sh)")
+    snap_path, ours, _theirs = scenario
+    proc = subprocess.run(["node", str(DEVTOOLS_JS), str(snap_path)], capture_output=True,
+                          text=True, timeout=300, cwd=str(MEMLAB_DIR))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    devtools = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert devtools["total"] == ours["nodes"]
+    assert devtools["by_name"] == ours["counts"]
+    snap = load_snapshot(snap_path)
+    assert devtools["self_size"] == {k: s for k, (_c, s) in snap.type_counts().items()}
