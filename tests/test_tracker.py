@@ -575,3 +575,80 @@ def test_gc_inside_a_gc_callback_returns_at_once():
         gc.callbacks.remove(user_callback)
     stats, elapsed = got[0]
     assert stats["num_full_gc"] >= 1 and elapsed < 2.0
+
+
+# --- Regressions found in review (each in a fresh interpreter) -------------
+
+def test_listener_keyboardinterrupt_reaches_the_program_as_itself(run_script):
+    proc = run_script("""
+        import memwatch
+        def listener(stats):
+            raise KeyboardInterrupt("from listener")
+        memwatch.on("stats", listener)
+        import gc
+        try:
+            junk = []
+            for i in range(3_000_000):
+                junk.append([i])
+                if i % 1000 == 0:
+                    junk = junk[-5000:]
+                if i % 100_000 == 0:
+                    gc.collect()    # full collections on every version (3.13 has few)
+        except BaseException as exc:
+            print(type(exc).__name__)
+        else:
+            print("no exception")
+    """)
+    assert proc.stdout.split() == ["KeyboardInterrupt"]
+
+
+def test_listeners_never_run_inside_a_foreign_gc_callback(run_script):
+    # A program callback that is not a plain function (functools.partial)
+    # inserted before memwatch's first hook must not host listener calls.
+    proc = run_script("""
+        import functools, gc, itertools, sys, memwatch
+        inside = []
+        def user_cb(phase, info):
+            pass
+        def listener(stats):
+            f = sys._getframe()
+            while f is not None and f.f_code is not user_cb.__code__:
+                f = f.f_back
+            inside.append(f is not None)
+        memwatch.on("stats", listener)
+        gc.callbacks.insert(0, functools.partial(user_cb))
+        gc.set_threshold(50, 1, 1)
+        for _ in range(20):
+            data = list(map(list, itertools.repeat((), 100000)))
+        memwatch.gc()
+        print(len(inside), sum(inside))
+    """)
+    delivered, inside = map(int, proc.stdout.split())
+    assert delivered > 0 and inside == 0
+
+
+def test_fork_from_a_thread_restarts_the_worker(run_script):
+    proc = run_script("""
+        import gc, os, threading, time, memwatch
+        events = []
+        memwatch.on("stats", lambda s: events.append(1))
+        def server():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+            time.sleep(0.2)
+            alive = any(t.name == "memwatch-tracker" for t in threading.enumerate())
+            before = len(events)
+            for _ in range(5):
+                gc.collect()
+            deadline = time.monotonic() + 10
+            while len(events) - before < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            print(alive, len(events) - before)
+        t = threading.Thread(target=server)
+        t.start()
+        t.join()              # the main thread is blocked: no pending call can run
+    """)
+    alive, delivered = proc.stdout.split()
+    assert alive == "True" and int(delivered) == 5

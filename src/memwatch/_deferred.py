@@ -258,6 +258,11 @@ def _after_fork_in_parent() -> None:
     # main thread is back in Python code (and post() wakes it if needed).
     global _restart_pending
     if _restart_after_fork:
+        if threading.current_thread() is not threading.main_thread():
+            # Pending calls run only in the main thread, which may be blocked
+            # (join, select, C code) for as long as it likes: restart here.
+            ensure_worker()
+            return
         _restart_pending = True
         if _gchook is None or not _gchook.schedule():
             ensure_worker()

@@ -34,6 +34,8 @@ other threads and for when the main thread is blocked in C.
 import gc as _gc
 import sys as _sys
 
+from cpython.exc cimport PyErr_SetObject
+
 cdef extern from "Python.h":
     int Py_AddPendingCall(int (*func)(void *) noexcept, void *arg)
     unsigned long PyThread_get_thread_ident()
@@ -47,6 +49,7 @@ cdef int _in_gc = 0                  # between gc_begin('start') and gc_end('sto
 cdef long long _young = 0            # collections of generations 0 and 1
 cdef long long _full = 0             # collections of generation 2 (all, quiet or not)
 cdef unsigned long _collector = 0    # thread ident of the collecting thread
+cdef bint _detach = False            # uninstall() asked during a collection: gc_end does it
 
 
 cdef inline int _generation(dict info) except? -2:
@@ -75,16 +78,32 @@ def gc_begin(str phase, dict info):
 
 def gc_end(str phase, dict info):
     """Last entry of gc.callbacks."""
-    global _in_gc, _young, _full, _wanted, _queued
+    global _in_gc, _young, _full, _wanted, _queued, _detach
     if phase != "stop":
         return
-    if _generation(info) >= 2:
-        _full += 1
-        if _full_stop is not None:
-            _full_stop(info)
-    else:
-        _young += 1
+    try:
+        if _generation(info) >= 2:
+            _full += 1
+            if _full_stop is not None:
+                _full_stop(info)
+        else:
+            _young += 1
+    except BaseException:
+        _in_gc = 0            # a signal's exception must not leave the flag set
+        raise
+    cbs = _gc.callbacks
+    if cbs[0] is not gc_begin:
+        # Something was inserted before gc_begin: put it back in front, so the
+        # next collection runs no foreign bytecode before _in_gc is set (safe:
+        # gc_end is the last entry; identity only, no __eq__ runs).
+        for i in range(len(cbs)):
+            if cbs[i] is gc_begin:
+                del cbs[i]
+                cbs.insert(0, gc_begin)
+                break
     _in_gc = 0
+    if _detach:
+        _remove_hooks()       # gc_end is the entry being visited and the last one
     if _wanted and not _queued:
         _wanted = False
         if Py_AddPendingCall(_run, NULL) == 0:
@@ -136,9 +155,12 @@ cdef int _run(void *arg) noexcept with gil:
         # The handler logs its own errors; nothing may escape into whatever
         # code the main thread happened to be running.
         return 0
-    except BaseException:
+    except BaseException as exc:
         # KeyboardInterrupt / SystemExit from a listener: raise it in the main
-        # thread, as a signal handler's exception would be.
+        # thread, as a signal handler's exception would be.  Leaving the
+        # except block clears the caught exception: set it again, or the
+        # eval loop gets -1 with no exception (SystemError).
+        PyErr_SetObject(type(exc), exc)
         return -1
     return 0
 
@@ -175,6 +197,8 @@ def schedule():
 
 def install():
     """Put gc_begin first and gc_end last in gc.callbacks (idempotent)."""
+    global _detach
+    _detach = False
     cbs = _gc.callbacks
     if not cbs or cbs[0] is not gc_begin:
         while gc_begin in cbs:
@@ -188,6 +212,19 @@ def install():
 
 def uninstall():
     """Remove both hooks from gc.callbacks, leaving the others in their order."""
+    global _detach
+    if _in_gc and gc_end in _gc.callbacks:
+        # Another thread's collection is iterating gc.callbacks (its Python
+        # callbacks released the GIL): removing entries in front of its index
+        # would skip callbacks, and without gc_end _in_gc would stay set.
+        _detach = True
+        return
+    _remove_hooks()
+
+
+def _remove_hooks():
+    global _detach
+    _detach = False
     cbs = _gc.callbacks
     while gc_begin in cbs:
         cbs.remove(gc_begin)
@@ -196,7 +233,7 @@ def uninstall():
 
 
 def installed():
-    return gc_begin in _gc.callbacks
+    return gc_begin in _gc.callbacks and not _detach
 
 
 def in_collection():
