@@ -152,3 +152,33 @@ def test_ignore_keeps_the_callers_containers_out_of_paths(app_module):
     paths = memwatch.retainers(app_module.CACHE[0], limit=5, ignore=[mine])
     assert [str(p) for p in paths] == ["app.handlers -> dict 'CACHE' -> list[0] -> app.Session"]
     assert mine
+
+
+# --- Regressions found in review ------------------------------------------
+
+class _ReviewTarget:
+    pass
+
+
+class _HostileProxy:
+    def __getattribute__(self, name):
+        raise RuntimeError("outside app context")
+
+
+def test_search_by_type_runs_no_program_code():
+    # isinstance() would call the proxy's __getattribute__ (via __class__);
+    # the search compares types in C instead.
+    proxy = _HostileProxy()
+    holder = {"proxy": proxy, "target": _ReviewTarget()}
+    paths = memwatch.retainers(_ReviewTarget, limit=1)
+    assert paths and str(paths[0]).endswith(memwatch.type_name(_ReviewTarget))
+    assert holder["proxy"] is proxy
+
+
+def test_one_path_per_distinct_referrer():
+    x = _ReviewTarget()
+    holder = [x, x, x]
+    del x
+    paths = memwatch.retainers(holder[0], limit=5)
+    assert len({str(p) for p in paths}) == len(paths)
+    assert sum(1 for p in paths if "list" in str(p)) == 1

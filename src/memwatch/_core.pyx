@@ -55,6 +55,7 @@ cdef extern from "_compat.h":
     int mw_is_code(PyObject*)
     int mw_is_dict(PyObject*)
     int mw_sole_reference(PyObject*)
+    Py_ssize_t mw_refcnt(PyObject*)
     int MW_SIZEOF_OBJECT
     int MW_SIZEOF_CFUNC
     int MW_SIZEOF_DEFERRED
@@ -452,6 +453,11 @@ cdef int _visit(PyObject* o, void* arg) noexcept:
     cdef Walk* w = <Walk*>arg
     cdef int added
     if o == NULL:
+        return 0
+    if mw_refcnt(o) <= 0:
+        # A stale pointer to a freed, free-listed object (seen on 3.12 from
+        # _asyncio.FutureIter): not alive, so not counted; its type slot may
+        # hold a free-list link, so nothing reads it.
         return 0
     if PyObject_GC_IsTracked(o):
         if not w.dedup_tracked:

@@ -728,7 +728,12 @@ cdef int _edges(Graph* g, PyObject* o, sink_t sink) noexcept:
 # --------------------------------------------------------------------------
 
 cdef int _sink_discover(Graph* g, PyObject* child, int etype, int nk, uintptr_t name) noexcept:
-    cdef long c = _find(g, child)
+    cdef long c
+    if mw_refcnt(child) <= 0:
+        # A stale pointer to a freed (free-listed) object: not alive, not a
+        # node; its type slot may not even hold a type, so nothing reads it.
+        return 0
+    c = _find(g, child)
     if c < 0:
         c = _add(g, child)
         if c < 0:
@@ -1390,8 +1395,10 @@ cdef int _sink_bfs(Graph* g, PyObject* child, int etype, int nk, uintptr_t name)
         return 0
     if g.target:
         if <uintptr_t>child == g.target:
-            # Distinct referrers of the one target, nearest first.
-            if g.nfound < g.limit:
+            # Distinct referrers of the one target, nearest first (a referrer's
+            # edges come together, so a repeat is always the previous entry).
+            if g.nfound < g.limit and (g.nfound == 0 or
+                                       g.found[g.nfound - 1] != <uint32_t>(g.cur + NSYN)):
                 g.found[g.nfound] = <uint32_t>(g.cur + NSYN)
                 g.nfound += 1
             return 0
@@ -1457,8 +1464,8 @@ def shortest_paths(target, bint by_type, Py_ssize_t limit, tuple ignore=()):
                 g.parent[node + NSYN] = SYN_ROOT
                 g.queue[g.qtail] = node + NSYN
                 g.qtail += 1
-                if g.target_type != NULL and g.nfound < g.limit and isinstance(
-                        <object><PyObject*>g.nodes[node].addr, <object>g.target_type):
+                if g.target_type != NULL and g.nfound < g.limit and PyType_IsSubtype(
+                        mw_type(<PyObject*>g.nodes[node].addr), g.target_type):
                     g.found[g.nfound] = node + NSYN
                     g.nfound += 1
         g.parent[SYN_EXTERNAL] = SYN_ROOT
@@ -1474,8 +1481,8 @@ def shortest_paths(target, bint by_type, Py_ssize_t limit, tuple ignore=()):
                         g.parent[i + NSYN] = SYN_EXTERNAL
                         g.queue[g.qtail] = <uint32_t>(i + NSYN)
                         g.qtail += 1
-                        if g.target_type != NULL and g.nfound < g.limit and isinstance(
-                                <object><PyObject*>g.nodes[i].addr, <object>g.target_type):
+                        if g.target_type != NULL and g.nfound < g.limit and PyType_IsSubtype(
+                                mw_type(<PyObject*>g.nodes[i].addr), g.target_type):
                             g.found[g.nfound] = <uint32_t>(i + NSYN)
                             g.nfound += 1
                 continue
