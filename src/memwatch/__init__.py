@@ -43,7 +43,9 @@ _LAZY = {
     "dump_on_leak": "memwatch.dumps",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+# Star-imports get everything but the tracker's generic verbs: `gc` would
+# shadow the standard module, `start`/`stop` any local name; use memwatch.gc().
+__all__ = sorted(set(_LAZY) - {"gc", "start", "stop"}) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
