@@ -533,19 +533,49 @@ def _retainers_function() -> Callable[..., Any] | None:
         return None
 
 
-def _objects(walk: Callable[..., Any]) -> list[Any]:
-    """Every object the census counts (strong references), or, when this core
-    cannot list them, every object the GC tracks."""
+_PLAIN_CONTAINERS = (list, tuple, set, frozenset)
+
+
+def _live_objects() -> list[Any]:
+    """Every object the GC tracks, and the untracked ones (str, int, bytes,
+    float, untracked tuples and dicts) that plain containers hold, as strong
+    references.  Only ``gc.get_objects()`` and iteration of exact lists,
+    tuples, sets and dicts: no ``tp_traverse`` pointers are turned into
+    references (on CPython 3.12 that can pick up a stale pointer from a
+    finished coroutine and corrupt the GC; see the report of issue 4)."""
     import gc
-    objects = walk(keep_objects=True).objects
-    return objects if objects else gc.get_objects()
+    is_tracked = gc.is_tracked
+    tracked = gc.get_objects()
+    seen = set(map(id, tracked))
+    found = list(tracked)
+    frontier = tracked
+    while frontier:
+        nxt = []
+        for obj in frontier:
+            tp = type(obj)
+            try:
+                if tp is dict:
+                    items: Any = (*obj.keys(), *obj.values())
+                elif tp in _PLAIN_CONTAINERS:
+                    items = tuple(obj)
+                else:
+                    continue
+            except RuntimeError:     # changed size under another thread
+                continue
+            for item in items:
+                if not is_tracked(item) and id(item) not in seen:
+                    seen.add(id(item))
+                    nxt.append(item)
+        found.extend(nxt)
+        frontier = nxt
+    return found
 
 
 def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> None:
     """One more call, with every object listed before and after it: a new
     object of a top type is one whose address was not there before; ask
     memwatch.retainers() who holds it."""
-    from memwatch import _core, type_name
+    from memwatch import type_name
     from memwatch._gcstate import quiet_collect
 
     wanted = m.table_types()[:_EXAMPLE_TYPES]
@@ -568,7 +598,7 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
         return {tp for tp, name in names.items() if name in wanted_set}
 
     _settle(quiet_collect)
-    objects = _objects(_core.walk)
+    objects = _live_objects()
     types = wanted_types(objects)
     # Addresses in a C array, not a set of ints: no new int survives the call.
     before = array("Q", sorted(id(o) for o in objects if type(o) in types))
@@ -576,7 +606,7 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     call()
     sinks.trim()
     _settle(quiet_collect)
-    objects = _objects(_core.walk)
+    objects = _live_objects()
     types = wanted_types(objects)
     old = set(before)
     # The type names made for the scans are new objects too: not examples.
