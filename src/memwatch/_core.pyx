@@ -21,7 +21,6 @@ Invariants that keep the walk safe:
 """
 
 from cpython.object cimport PyObject, PyTypeObject
-from cpython.mem cimport PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree
 from libc.stdint cimport uintptr_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memset, memcpy, memcmp
 
@@ -67,42 +66,18 @@ cdef extern from "_compat.h":
 # Bookkeeping structures (all in PyMem_Raw memory)
 # --------------------------------------------------------------------------
 
-# Test harness: make the Nth bookkeeping allocation from now fail (-1: never),
-# so tests can prove every failure path raises MemoryError and restores state.
-cdef Py_ssize_t _fail_countdown = -1
-
-
-cdef inline bint _inject_failure() noexcept nogil:
-    global _fail_countdown
-    if _fail_countdown < 0:
-        return False
-    if _fail_countdown == 0:
-        _fail_countdown = -1
-        return True
-    _fail_countdown -= 1
-    return False
-
-
-cdef inline void* _malloc(size_t n) noexcept nogil:
-    return NULL if _inject_failure() else PyMem_RawMalloc(n)
-
-
-cdef inline void* _calloc(size_t n, size_t size) noexcept nogil:
-    return NULL if _inject_failure() else PyMem_RawCalloc(n, size)
-
-
-cdef inline void* _realloc(void* p, size_t n) noexcept nogil:
-    return NULL if _inject_failure() else PyMem_RawRealloc(p, n)
-
-
-cdef inline void _free(void* p) noexcept nogil:
-    PyMem_RawFree(p)
+cdef extern from "_alloc.h":
+    # Bookkeeping allocation with the tests' failure injector (see _alloc.h).
+    void* _malloc "mw_malloc"(size_t n) noexcept nogil
+    void* _calloc "mw_calloc"(size_t n, size_t size) noexcept nogil
+    void* _realloc "mw_realloc"(void* p, size_t n) noexcept nogil
+    void _free "mw_free"(void* p) noexcept nogil
+    void mw_fail_allocation_after(Py_ssize_t n) noexcept nogil
 
 
 def _fail_allocation_after(Py_ssize_t n):
     """Test harness: the allocation after the next ``n`` ones fails (-1 disarms)."""
-    global _fail_countdown
-    _fail_countdown = n
+    mw_fail_allocation_after(n)
 
 
 cdef uint64_t _FIB = 0x9E3779B97F4A7C15ULL
@@ -146,7 +121,7 @@ cdef int ptrset_init(PtrSet* s, size_t want) noexcept nogil:
 
 cdef void ptrset_free(PtrSet* s) noexcept nogil:
     if s.slots != NULL:
-        PyMem_RawFree(s.slots)
+        _free(s.slots)
     s.slots = NULL
     s.cap = s.used = 0
 
@@ -279,9 +254,9 @@ cdef int types_init(TypeTable* t) noexcept nogil:
 
 cdef void types_free(TypeTable* t) noexcept nogil:
     if t.entries != NULL:
-        PyMem_RawFree(t.entries)
+        _free(t.entries)
     if t.index != NULL:
-        PyMem_RawFree(t.index)
+        _free(t.index)
     t.entries = NULL
     t.index = NULL
     t.n = 0
@@ -294,7 +269,7 @@ cdef int types_reindex(TypeTable* t) noexcept nogil:
     cdef uint32_t i
     if idx == NULL:
         return -1
-    PyMem_RawFree(t.index)
+    _free(t.index)
     t.index = idx
     t.index_cap = newcap
     t.index_shift -= 1
@@ -508,11 +483,11 @@ cdef int _drain(Walk* w) noexcept:
 cdef void _walk_free(Walk* w) noexcept:
     ptrset_free(&w.seen)
     if w.stack.items != NULL:
-        PyMem_RawFree(w.stack.items)
+        _free(w.stack.items)
         w.stack.items = NULL
     types_free(&w.types)
     if w.records.items != NULL:
-        PyMem_RawFree(w.records.items)
+        _free(w.records.items)
         w.records.items = NULL
 
 
@@ -582,10 +557,10 @@ cdef class RawCensus:
     cdef readonly object objects          # test harness only: the counted objects
 
     def __dealloc__(self):
-        PyMem_RawFree(self.entries)
-        PyMem_RawFree(self.records)
-        PyMem_RawFree(self.name_buf)
-        PyMem_RawFree(self.name_off)
+        _free(self.entries)
+        _free(self.records)
+        _free(self.name_buf)
+        _free(self.name_off)
 
     cdef int _set_names(self, list names) except -1:
         encoded = [n.encode("utf-8", "replace") for n in names]
@@ -784,7 +759,7 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
             # Give back the slack of the presized buffer: an open HeapDiff
             # holds exactly 16 bytes per object.
             if w.records.size and w.records.cap > w.records.size:
-                shrunk = <Record*>PyMem_RawRealloc(w.records.items, w.records.size * sizeof(Record))
+                shrunk = <Record*>_realloc(w.records.items, w.records.size * sizeof(Record))
                 if shrunk != NULL:
                     w.records.items = shrunk
                     w.records.cap = w.records.size
@@ -906,9 +881,9 @@ def identity_diff(RawCensus before, RawCensus after):
     alloc = <uint64_t*>_calloc(after.ntypes + 1, sizeof(uint64_t))
     b2a = <long*>_malloc((before.ntypes + 1) * sizeof(long))
     if freed == NULL or alloc == NULL or b2a == NULL:
-        PyMem_RawFree(freed)
-        PyMem_RawFree(alloc)
-        PyMem_RawFree(b2a)
+        _free(freed)
+        _free(alloc)
+        _free(b2a)
         raise MemoryError("memwatch: cannot allocate the HeapDiff tables")
     try:
         # Which after-type is each before-type (same address and same name)?
@@ -952,15 +927,15 @@ def identity_diff(RawCensus before, RawCensus after):
                 alloc_by_name[name] = alloc_by_name.get(name, 0) + alloc[tj]
         return freed_by_name, alloc_by_name
     finally:
-        PyMem_RawFree(freed)
-        PyMem_RawFree(alloc)
-        PyMem_RawFree(b2a)
+        _free(freed)
+        _free(alloc)
+        _free(b2a)
 
 
 def release_records(RawCensus census):
     """Free a census's identity records early (HeapDiff.end() is done with them)."""
     if census.records != NULL:
-        PyMem_RawFree(census.records)
+        _free(census.records)
         census.records = NULL
         census.nrecords = 0
     census.recorded = False

@@ -29,7 +29,6 @@ missing ones are replaced by a weak self-reference named ``(stale)``).
 
 cimport cython
 from cpython.object cimport PyObject, PyTypeObject
-from cpython.mem cimport PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree
 from libc.stdint cimport uintptr_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memset, memcpy, strlen
 from libc.errno cimport errno, EINTR
@@ -118,36 +117,18 @@ cdef extern from "_compat.h":
 # Allocation (with a failure injector for the tests)
 # --------------------------------------------------------------------------
 
-cdef Py_ssize_t _fail_countdown = -1
-
-
-cdef inline bint _inject_failure() noexcept nogil:
-    global _fail_countdown
-    if _fail_countdown < 0:
-        return False
-    if _fail_countdown == 0:
-        _fail_countdown = -1
-        return True
-    _fail_countdown -= 1
-    return False
-
-
-cdef inline void* _malloc(size_t n) noexcept nogil:
-    return NULL if _inject_failure() else PyMem_RawMalloc(n)
-
-
-cdef inline void* _calloc(size_t n, size_t size) noexcept nogil:
-    return NULL if _inject_failure() else PyMem_RawCalloc(n, size)
-
-
-cdef inline void* _realloc(void* p, size_t n) noexcept nogil:
-    return NULL if _inject_failure() else PyMem_RawRealloc(p, n)
+cdef extern from "_alloc.h":
+    # Bookkeeping allocation with the tests' failure injector (see _alloc.h).
+    void* _malloc "mw_malloc"(size_t n) noexcept nogil
+    void* _calloc "mw_calloc"(size_t n, size_t size) noexcept nogil
+    void* _realloc "mw_realloc"(void* p, size_t n) noexcept nogil
+    void _free "mw_free"(void* p) noexcept nogil
+    void mw_fail_allocation_after(Py_ssize_t n) noexcept nogil
 
 
 def _fail_allocation_after(Py_ssize_t n):
     """Test harness: the allocation after the next ``n`` ones fails (-1 disarms)."""
-    global _fail_countdown
-    _fail_countdown = n
+    mw_fail_allocation_after(n)
 
 
 cdef uint64_t _FIB = 0x9E3779B97F4A7C15ULL
@@ -193,8 +174,8 @@ cdef int kv_init(KV* kv, size_t want) noexcept nogil:
 
 
 cdef void kv_free(KV* kv) noexcept nogil:
-    PyMem_RawFree(kv.keys)
-    PyMem_RawFree(kv.vals)
+    _free(kv.keys)
+    _free(kv.vals)
     kv.keys = NULL
     kv.vals = NULL
 
@@ -361,29 +342,29 @@ cdef PyCFunction _OBJECT_SIZEOF = mw_method_cfunc(object.__dict__["__sizeof__"])
 cdef void _graph_free(Graph* g) noexcept:
     """Free everything and release the pins (this may run finalizers)."""
     cdef size_t i
-    PyMem_RawFree(g.index)
+    _free(g.index)
     g.index = NULL
-    PyMem_RawFree(g.types)
+    _free(g.types)
     g.types = NULL
     kv_free(&g.type_map)
     kv_free(&g.cstr_map)
-    PyMem_RawFree(g.scratch)
+    _free(g.scratch)
     g.scratch = NULL
-    PyMem_RawFree(g.buf)
+    _free(g.buf)
     g.buf = NULL
-    PyMem_RawFree(g.dyn)
+    _free(g.dyn)
     g.dyn = NULL
-    PyMem_RawFree(g.parent)
+    _free(g.parent)
     g.parent = NULL
-    PyMem_RawFree(g.queue)
+    _free(g.queue)
     g.queue = NULL
-    PyMem_RawFree(g.found)
+    _free(g.found)
     g.found = NULL
     if g.nodes != NULL:
         for i in range(g.n):
             if not (g.nodes[i].flags & F_DEAD):
                 _decref(<PyObject*>g.nodes[i].addr)
-        PyMem_RawFree(g.nodes)
+        _free(g.nodes)
         g.nodes = NULL
     g.n = 0
 
@@ -413,7 +394,7 @@ cdef int _reindex(Graph* g) noexcept nogil:
         while idx[j] != 0:
             j = (j + 1) & mask
         idx[j] = <uint32_t>(i + 1)
-    PyMem_RawFree(g.index)
+    _free(g.index)
     g.index = idx
     g.index_cap = newcap
     g.index_shift = shift
@@ -1560,7 +1541,7 @@ def label_reference(parent, child):
                 return ("ref", i)
         return None
     finally:
-        PyMem_RawFree(g.scratch)
+        _free(g.scratch)
 
 
 def _debug_refs(str name):

@@ -1,0 +1,37 @@
+/*
+ * Bookkeeping memory for memwatch's C walks (_core, _graph).
+ *
+ * PyMem_Raw*: outside the Python heap (a walk never counts its own tables) and
+ * traced by tracemalloc (benchmarks can measure it).  The failure injector lets
+ * tests make the Nth allocation from now fail, to prove that every failure path
+ * raises MemoryError and restores the interpreter's state.  Each extension
+ * module that includes this header has its own countdown.
+ */
+#ifndef MEMWATCH_ALLOC_H
+#define MEMWATCH_ALLOC_H
+
+#include <Python.h>
+
+static Py_ssize_t mw_fail_countdown = -1;   /* -1: never fail */
+
+static inline int
+mw_inject_failure(void)
+{
+    if (mw_fail_countdown < 0) {
+        return 0;
+    }
+    if (mw_fail_countdown == 0) {
+        mw_fail_countdown = -1;
+        return 1;
+    }
+    mw_fail_countdown--;
+    return 0;
+}
+
+static inline void *mw_malloc(size_t n) { return mw_inject_failure() ? NULL : PyMem_RawMalloc(n); }
+static inline void *mw_calloc(size_t n, size_t size) { return mw_inject_failure() ? NULL : PyMem_RawCalloc(n, size); }
+static inline void *mw_realloc(void *p, size_t n) { return mw_inject_failure() ? NULL : PyMem_RawRealloc(p, n); }
+static inline void mw_free(void *p) { PyMem_RawFree(p); }
+static inline void mw_fail_allocation_after(Py_ssize_t n) { mw_fail_countdown = n; }
+
+#endif /* MEMWATCH_ALLOC_H */
