@@ -66,13 +66,7 @@ cdef extern from "_compat.h":
 # Bookkeeping structures (all in PyMem_Raw memory)
 # --------------------------------------------------------------------------
 
-cdef extern from "_alloc.h":
-    # Bookkeeping allocation with the tests' failure injector (see _alloc.h).
-    void* _malloc "mw_malloc"(size_t n) noexcept nogil
-    void* _calloc "mw_calloc"(size_t n, size_t size) noexcept nogil
-    void* _realloc "mw_realloc"(void* p, size_t n) noexcept nogil
-    void _free "mw_free"(void* p) noexcept nogil
-    void mw_fail_allocation_after(Py_ssize_t n) noexcept nogil
+from memwatch._alloc cimport _malloc, _calloc, _realloc, _free, mw_fail_allocation_after
 
 
 def _fail_allocation_after(Py_ssize_t n):

@@ -1,0 +1,9 @@
+# Declarations of _alloc.h for the Cython modules: bookkeeping allocation
+# (PyMem_Raw*) with the tests' failure injector.
+
+cdef extern from "_alloc.h":
+    void* _malloc "mw_malloc"(size_t n) noexcept nogil
+    void* _calloc "mw_calloc"(size_t n, size_t size) noexcept nogil
+    void* _realloc "mw_realloc"(void* p, size_t n) noexcept nogil
+    void _free "mw_free"(void* p) noexcept nogil
+    void mw_fail_allocation_after(Py_ssize_t n) noexcept nogil
