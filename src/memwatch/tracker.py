@@ -386,7 +386,8 @@ class _Tracker:
 
     def _maybe_census(self, mono: float) -> None:
         limit = int(self.options["top_types"] or 0)
-        if limit <= 0 or mono < self._next_census:
+        if limit <= 0 or mono < self._next_census or sys.is_finalizing():
+            # At interpreter exit modules are being torn down: no census then.
             return
         try:
             snap = self._take_census()
@@ -406,7 +407,7 @@ class _Tracker:
 
     def _top_types(self, start: float) -> list[dict[str, Any]]:
         limit = int(self.options["top_types"] or 0)
-        if limit <= 0 or not self._censuses:
+        if limit <= 0 or not self._censuses or sys.is_finalizing():
             return []
         base = self._censuses[0][1]
         for t, snap in self._censuses:
