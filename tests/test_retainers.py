@@ -182,3 +182,43 @@ def test_one_path_per_distinct_referrer():
     paths = memwatch.retainers(holder[0], limit=5)
     assert len({str(p) for p in paths}) == len(paths)
     assert sum(1 for p in paths if "list" in str(p)) == 1
+
+
+def test_dict_subclass_entries_are_one_edge_each(run_script):
+    # Review finding: a dict subclass's values were reported twice (by its
+    # tp_traverse and by the named entries), so a reference held from outside
+    # the graph (here: from C) was not seen and the object was no root.
+    proc = run_script("""
+        import collections, ctypes
+        from memwatch import _graph
+        class D(dict):
+            pass
+        makers = {
+            "subclass-str-keys": lambda x: D(k=x),
+            "subclass-int-keys": lambda x: D({1: x}),
+            "defaultdict": lambda x: collections.defaultdict(list, k=x),
+            "OrderedDict": lambda x: collections.OrderedDict(k=x),
+            "Counter": lambda x: collections.Counter({"k": x}),
+        }
+        for name, make in makers.items():
+            x = ["p"]
+            d = make(x)
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(x))
+            print(name, _graph._debug_refs("x")[1])
+            ctypes.pythonapi.Py_DecRef(ctypes.py_object(x))
+    """)
+    results = dict(line.split() for line in proc.stdout.splitlines())
+    assert len(results) == 5 and set(results.values()) == {"True"}, results
+
+
+def test_paths_through_a_defaultdict_keep_its_key_names():
+    import collections
+
+    class Holder:
+        pass
+
+    h = Holder()
+    h.cache = collections.defaultdict(list)
+    h.cache["bob"].append(_ReviewTarget())
+    path = str(memwatch.retainers(h.cache["bob"][0], limit=1)[0])
+    assert "collections.defaultdict 'bob' -> list[0]" in path

@@ -235,6 +235,14 @@ static inline PyTypeObject *mw_type(PyObject *o) { return Py_TYPE(o); }
 static inline int mw_is_code(PyObject *o) { return PyCode_Check(o); }
 static inline int mw_is_dict(PyObject *o) { return PyDict_Check(o); }
 
+/* dict's own tp_traverse, on any dict (or subclass): what it reports is the
+ * values, and the keys too unless every key is a str. */
+static inline int
+mw_dict_traverse(PyObject *o, visitproc visit, void *arg)
+{
+    return PyDict_Type.tp_traverse(o, visit, arg);
+}
+
 /* Is the reference the walk is following this object's only one?  Then no
  * other path can reach it and it needs no deduplication.  From 3.14 on,
  * references held by frames may be uncounted ("stack refs"), so a count of 1

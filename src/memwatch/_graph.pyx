@@ -30,7 +30,7 @@ missing ones are replaced by a weak self-reference named ``(stale)``).
 cimport cython
 from cpython.object cimport PyObject, PyTypeObject
 from libc.stdint cimport uintptr_t, uint32_t, uint64_t, int64_t
-from libc.string cimport memset, memcpy, strlen
+from libc.string cimport memset, memcpy, strlen, memcmp
 from libc.errno cimport errno, EINTR
 from posix.unistd cimport write as _c_write
 
@@ -63,6 +63,10 @@ cdef extern from "_compat.h":
     int mw_traverse(PyObject*, visitproc, void*)
     int mw_visit_code(PyObject*, visitproc, void*)
     int mw_visit_dict_keys(PyObject*, visitproc, void*)
+    int mw_dict_traverse(PyObject*, visitproc, void*)
+
+cdef extern from "Python.h":
+    Py_ssize_t PyDict_GET_SIZE(PyObject*)
     int mw_classify_sizeof(PyTypeObject*, object name, PyCFunction object_sizeof, PyCFunction* out)
     Py_ssize_t mw_object_sizeof(PyObject*)
     PyCFunction mw_method_cfunc(object descr)
@@ -633,7 +637,7 @@ cdef int _edges(Graph* g, PyObject* o, sink_t sink) noexcept:
     cdef PyObject* k
     cdef PyObject* v
     cdef long long idx
-    cdef size_t start, j
+    cdef size_t start, j, mid, dt
     cdef int etype, nk
     cdef uintptr_t name
     if mw_is_dict(o) and PyDict_CheckExact(o):
@@ -672,12 +676,33 @@ cdef int _edges(Graph* g, PyObject* o, sink_t sink) noexcept:
         g.scratch_n = start
         return 1
     if mw_is_dict(o):
-        # A dict subclass: its entries, named, then what traverse found.
-        pos = 0
-        while PyDict_Next(o, &pos, &k, &v):
-            if _collect(k, g) or _collect(v, g):
-                g.scratch_n = start
-                return 1
+        # A dict subclass.  Its tp_traverse ends with dict_traverse, which
+        # reported the values (and the keys unless all are str): each entry
+        # must become exactly one edge, or the reference accounting that finds
+        # external roots counts it twice.  Run dict_traverse alone after the
+        # rest; if what it reports is exactly the tail of the list, replace
+        # that tail by the entries, keys and values, which _label names.
+        mid = g.scratch_n
+        if mw_dict_traverse(o, _collect, g) != 0 or g.error:
+            g.scratch_n = start
+            return 1
+        dt = g.scratch_n - mid
+        if dt <= mid - start and memcmp(g.scratch + mid - dt, g.scratch + mid,
+                                        dt * sizeof(PyObject*)) == 0:
+            g.scratch_n = mid - dt
+            pos = 0
+            while PyDict_Next(o, &pos, &k, &v):
+                if _collect(k, g) or _collect(v, g):
+                    g.scratch_n = start
+                    return 1
+        else:
+            # An unusual subclass (dict_traverse not last): keep what its
+            # traverse reported, unnamed, and add only the keys it left out.
+            g.scratch_n = mid
+            if dt == <size_t>PyDict_GET_SIZE(o):
+                if mw_visit_dict_keys(o, _collect, g) != 0 or g.error:
+                    g.scratch_n = start
+                    return 1
     elif mw_is_code(o):
         if mw_visit_code(o, _collect, g) != 0 or g.error:
             g.scratch_n = start
