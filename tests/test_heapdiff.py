@@ -16,6 +16,16 @@ class LeakingClass:
     pass
 
 
+@pytest.fixture(autouse=True, params=["packed", "wide"])
+def record_width(request):
+    """Every HeapDiff test runs with 8-byte packed identity records (the
+    normal case) and with the 16-byte records used when an address or a type
+    index does not pack."""
+    _core._force_wide_records(request.param == "wide")
+    yield 8 if request.param == "packed" else 16
+    _core._force_wide_records(False)
+
+
 class Freed:
     pass
 
@@ -106,10 +116,10 @@ def test_heapdiff_keeps_nothing_alive():
     assert during_ref() is None          # nor does the ended one
 
 
-def test_open_heapdiff_costs_16_bytes_per_object():
+def test_open_heapdiff_costs_8_bytes_per_object_or_16_when_wide(record_width):
     hd = memwatch.HeapDiff()
     raw = hd._before
-    assert raw.record_bytes == 16 * raw.total_count
+    assert raw.record_bytes == record_width * raw.total_count
     hd.end()
     assert raw.record_bytes == 0         # released when the diff ends
 
@@ -189,3 +199,19 @@ def test_collections_run_by_heapdiff_are_marked_quiet():
 def test_identity_diff_needs_recorded_censuses():
     with pytest.raises(ValueError, match="record=True"):
         _core.identity_diff(_core.walk(record=True), _core.walk())
+
+
+def test_start_packed_end_wide_still_matches_objects(record_width):
+    # A program may cross 2**19 types during a diff: the two ends then hold
+    # records of different widths, and must still be compared object by object.
+    _core._force_wide_records(False)
+    doomed = [Freed() for _ in range(300)]
+    hd = memwatch.HeapDiff()
+    _core._force_wide_records(True)
+    del doomed[:100]
+    keep = [LeakingClass() for _ in range(77)]
+    diff = hd.end()
+    rows = {d["what"]: d for d in diff["change"]["details"]}
+    assert (rows[memwatch.type_name(Freed)]["+"], rows[memwatch.type_name(Freed)]["-"]) == (0, 100)
+    assert rows[memwatch.type_name(LeakingClass)]["+"] == 77
+    assert len(keep) == 77 and len(doomed) == 200

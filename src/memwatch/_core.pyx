@@ -23,6 +23,7 @@ Invariants that keep the walk safe:
 from cpython.object cimport PyObject, PyTypeObject
 from libc.stdint cimport uintptr_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memset, memcpy, memcmp
+from libc.stdlib cimport qsort
 
 import gc as _gc
 import sys as _sys
@@ -190,21 +191,99 @@ cdef struct Record:
     uint32_t _pad
 
 
+# Identity records come packed in 8 bytes, (address >> 3) << 19 | type index,
+# whenever every address is below 2**48 (user space on x86-64 and arm64) and
+# there are fewer than 2**19 types; otherwise they are 16-byte Records.  Packed,
+# they sort with half the memory traffic and an open HeapDiff holds 8 bytes per
+# object.  Sorting packed values sorts by address: the address is the high part.
+DEF PACK_TIDX_BITS = 19
+DEF PACK_TIDX_MASK = (1 << 19) - 1
+DEF PACK_ADDR_BITS = 48
+
+
 cdef struct RecordBuf:
-    Record* items
+    uint64_t* packed       # packed mode
+    Record* items          # wide mode
     size_t size
     size_t cap
+    bint wide
+
+
+cdef inline uintptr_t rec_addr(RecordBuf* rb, size_t i) noexcept nogil:
+    if rb.wide:
+        return rb.items[i].addr
+    return <uintptr_t>((rb.packed[i] >> PACK_TIDX_BITS) << 3)
+
+
+cdef inline uint32_t rec_tidx(RecordBuf* rb, size_t i) noexcept nogil:
+    if rb.wide:
+        return rb.items[i].tidx
+    return <uint32_t>(rb.packed[i] & PACK_TIDX_MASK)
+
+
+cdef inline size_t rec_width(RecordBuf* rb) noexcept nogil:
+    return sizeof(Record) if rb.wide else sizeof(uint64_t)
+
+
+cdef void records_free(RecordBuf* rb) noexcept nogil:
+    _free(rb.packed)
+    _free(rb.items)
+    rb.packed = NULL
+    rb.items = NULL
+    rb.size = rb.cap = 0
+
+
+cdef int records_widen(RecordBuf* rb) noexcept nogil:
+    """Switch to 16-byte records (an address or a type index does not pack)."""
+    cdef size_t cap = rb.cap if rb.cap > rb.size else rb.size + 1024
+    cdef Record* items = <Record*>_malloc(cap * sizeof(Record))
+    cdef size_t i
+    if items == NULL:
+        return -1
+    for i in range(rb.size):
+        items[i].addr = rec_addr(rb, i)
+        items[i].tidx = rec_tidx(rb, i)
+        items[i]._pad = 0
+    _free(rb.packed)
+    rb.packed = NULL
+    rb.items = items
+    rb.cap = cap
+    rb.wide = True
+    return 0
+
+
+cdef bint _force_wide = False     # test harness: exercise the 16-byte records
+
+
+def _force_wide_records(bint on):
+    """Test harness: record identities as 16-byte records even where they pack."""
+    global _force_wide
+    _force_wide = on
 
 
 cdef inline int records_push(RecordBuf* rb, uintptr_t addr, uint32_t tidx) noexcept nogil:
     cdef size_t newcap
-    cdef Record* grown
+    cdef void* grown
+    if not rb.wide:
+        if (<uint64_t>addr >> PACK_ADDR_BITS) == 0 and tidx <= PACK_TIDX_MASK and not _force_wide:
+            if rb.size == rb.cap:
+                newcap = rb.cap + rb.cap // 2 if rb.cap else 4096
+                grown = _realloc(rb.packed, newcap * sizeof(uint64_t))
+                if grown == NULL:
+                    return -1
+                rb.packed = <uint64_t*>grown
+                rb.cap = newcap
+            rb.packed[rb.size] = ((<uint64_t>addr >> 3) << PACK_TIDX_BITS) | tidx
+            rb.size += 1
+            return 0
+        if records_widen(rb) < 0:
+            return -1
     if rb.size == rb.cap:
         newcap = rb.cap + rb.cap // 2 if rb.cap else 4096
-        grown = <Record*>_realloc(rb.items, newcap * sizeof(Record))
+        grown = _realloc(rb.items, newcap * sizeof(Record))
         if grown == NULL:
             return -1
-        rb.items = grown
+        rb.items = <Record*>grown
         rb.cap = newcap
     rb.items[rb.size].addr = addr
     rb.items[rb.size].tidx = tidx
@@ -480,9 +559,7 @@ cdef void _walk_free(Walk* w) noexcept:
         _free(w.stack.items)
         w.stack.items = NULL
     types_free(&w.types)
-    if w.records.items != NULL:
-        _free(w.records.items)
-        w.records.items = NULL
+    records_free(&w.records)
 
 
 cdef size_t _walk_overhead(Walk* w) noexcept:
@@ -536,8 +613,7 @@ cdef class RawCensus:
 
     cdef TypeEntry* entries
     cdef uint32_t ntypes
-    cdef Record* records
-    cdef size_t nrecords
+    cdef RecordBuf recs                 # identity records (record=True), sorted
     cdef char* name_buf                 # type names, UTF-8, NUL-separated
     cdef size_t* name_off               # by type index; C memory so a kept
                                         # RawCensus adds no str to the heap
@@ -552,7 +628,7 @@ cdef class RawCensus:
 
     def __dealloc__(self):
         _free(self.entries)
-        _free(self.records)
+        records_free(&self.recs)
         _free(self.name_buf)
         _free(self.name_off)
 
@@ -585,12 +661,12 @@ cdef class RawCensus:
     @property
     def nrecords(self):
         """Number of identity records kept (0 unless recorded)."""
-        return self.nrecords
+        return self.recs.size
 
     @property
     def record_bytes(self):
         """Bytes of C memory the identity records take."""
-        return self.nrecords * sizeof(Record)
+        return self.recs.size * rec_width(&self.recs)
 
     def rows(self):
         """Per-type ``(name, count, size)`` tuples, one per type object seen
@@ -602,7 +678,7 @@ cdef class RawCensus:
     def record_ids(self):
         """The ids of every counted object, sorted (needs ``record=True``)."""
         cdef size_t i
-        return [self.records[i].addr for i in range(self.nrecords)]
+        return [rec_addr(&self.recs, i) for i in range(self.recs.size)]
 
 
 cdef int _finish_deferred(Walk* w) except -1:
@@ -635,7 +711,8 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
     :param tracked_only: count only the objects the cyclic GC tracks (one pass
         over ``gc.get_objects()``, no reference following): cheaper, but blind
         to str, int, bytes and other untracked objects.
-    :param record: also keep each object's (address, type) for HeapDiff.
+    :param record: also keep each object's (address, type) for HeapDiff:
+        8 bytes an object, packed (16 where an address or type does not pack).
     :param keep_objects: test harness: also return every counted object (strong
         references, taken while the walk still pins them); implies record.
     :returns: a :class:`RawCensus`.
@@ -650,7 +727,7 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
     cdef RawCensus result
     cdef list objects
     cdef uint32_t ti
-    cdef Record* shrunk
+    cdef void* shrunk
     global _untracked_hint
 
     memset(&w, 0, sizeof(Walk))
@@ -690,8 +767,8 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
             # Room for every object the last walk found, so the array of
             # records is not copied over and over as it grows.
             w.records.cap = n + (0 if tracked_only else _untracked_hint + n // 16) + 1024
-            w.records.items = <Record*>_malloc(w.records.cap * sizeof(Record))
-            if w.records.items == NULL:
+            w.records.packed = <uint64_t*>_malloc(w.records.cap * sizeof(uint64_t))
+            if w.records.packed == NULL:
                 raise MemoryError("memwatch: cannot allocate the HeapDiff records")
         if w.dedup_tracked:
             for i in range(n):
@@ -724,7 +801,8 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
             raise MemoryError("memwatch: could not queue an object for sizing")
 
         result = RawCensus.__new__(RawCensus)
-        result.overhead_bytes = _walk_overhead(&w) + n * sizeof(PyObject*) + w.records.cap * sizeof(Record)
+        result.overhead_bytes = (_walk_overhead(&w) + n * sizeof(PyObject*)
+                                 + w.records.cap * rec_width(&w.records))
         # Names are computed while every type is still pinned by the walk.
         names = []
         for ti in range(w.types.n):
@@ -732,7 +810,7 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
         result._set_names(names)
         del names
         if keep_objects:
-            result.objects = [<object><PyObject*>w.records.items[i].addr
+            result.objects = [<object><PyObject*>rec_addr(&w.records, i)
                               for i in range(<Py_ssize_t>w.records.size)]
         # From here on Python code may run (user __sizeof__ methods).
         _finish_deferred(&w)
@@ -749,18 +827,24 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
         result.entries = w.types.entries
         w.types.entries = NULL
         if record:
-            _sort_records(w.records.items, w.records.size)
+            if w.records.wide:
+                _sort_wide(w.records.items, w.records.size)
+            else:
+                _sort_packed(w.records.packed, w.records.size)
             # Give back the slack of the presized buffer: an open HeapDiff
-            # holds exactly 16 bytes per object.
+            # holds exactly 8 (or 16) bytes per object.
             if w.records.size and w.records.cap > w.records.size:
-                shrunk = <Record*>_realloc(w.records.items, w.records.size * sizeof(Record))
+                shrunk = _realloc(w.records.items if w.records.wide else <void*>w.records.packed,
+                                  w.records.size * rec_width(&w.records))
                 if shrunk != NULL:
-                    w.records.items = shrunk
+                    if w.records.wide:
+                        w.records.items = <Record*>shrunk
+                    else:
+                        w.records.packed = <uint64_t*>shrunk
                     w.records.cap = w.records.size
-            result.records = w.records.items
-            result.nrecords = w.records.size
+            result.recs = w.records
             result.recorded = True
-            w.records.items = NULL
+            memset(&w.records, 0, sizeof(RecordBuf))
         result.elapsed_ns = _time.perf_counter_ns() - t0
         return result
     finally:
@@ -773,28 +857,29 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
 # Identity diff (HeapDiff)
 # --------------------------------------------------------------------------
 
-DEF RADIX_BITS = 8                   # 256 buckets: scatter writes stay within the TLB's reach
+DEF RADIX_BITS = 9                   # 512 buckets: scatter writes stay within the TLB's reach
 DEF RADIX_SIZE = 1 << RADIX_BITS
-DEF RADIX_MAX_PASSES = 8             # 3 + 8 * 8 = 67 >= 64 address bits
-DEF ALIGN_BITS = 3                   # every PyObject is at least 8-byte aligned
+DEF RADIX_MAX_PASSES = 5             # 5 * 9 = 45: the packed address bits
 
 
-cdef int _sort_records(Record* recs, size_t n) except -1:
-    """LSD radix sort by address, 8 bits a pass (more passes, but 256 write
-    streams stay within the TLB; 4096 did not, past a few million objects).
+cdef int _sort_packed(uint64_t* keys, size_t n) except -1:
+    """LSD radix sort of packed records by address, 9 bits a pass: the 45
+    address bits in 5 passes, with 512 write streams (4096 thrashed the TLB
+    past a few million objects; 256 needed a sixth pass).
 
     All digit histograms are built in one read pass, and a digit that is the
-    same for every record (the high bits, the alignment bits) costs nothing."""
+    same for every record (the high bits) costs nothing.  The type index in
+    the low bits needs no pass: addresses are unique."""
     cdef size_t i, total, c
     cdef int p, npasses = 0
     cdef int shifts[RADIX_MAX_PASSES]
     cdef size_t* counts
     cdef size_t* hist
-    cdef Record* tmp
-    cdef Record* src
-    cdef Record* dst
-    cdef Record* swap
-    cdef uintptr_t addr
+    cdef uint64_t* tmp
+    cdef uint64_t* src
+    cdef uint64_t* dst
+    cdef uint64_t* swap
+    cdef uint64_t key
     cdef uint32_t digit
     if n < 2:
         return 0
@@ -802,9 +887,9 @@ cdef int _sort_records(Record* recs, size_t n) except -1:
     if counts == NULL:
         raise MemoryError("memwatch: cannot allocate the HeapDiff sort buffer")
     for i in range(n):
-        addr = recs[i].addr >> ALIGN_BITS
+        key = keys[i] >> PACK_TIDX_BITS
         for p in range(RADIX_MAX_PASSES):
-            counts[p * RADIX_SIZE + ((addr >> (p * RADIX_BITS)) & (RADIX_SIZE - 1))] += 1
+            counts[p * RADIX_SIZE + ((key >> (p * RADIX_BITS)) & (RADIX_SIZE - 1))] += 1
     for p in range(RADIX_MAX_PASSES):
         hist = counts + p * RADIX_SIZE
         for digit in range(RADIX_SIZE):
@@ -816,11 +901,11 @@ cdef int _sort_records(Record* recs, size_t n) except -1:
     if npasses == 0:
         _free(counts)
         return 0
-    tmp = <Record*>_malloc(n * sizeof(Record))
+    tmp = <uint64_t*>_malloc(n * sizeof(uint64_t))
     if tmp == NULL:
         _free(counts)
         raise MemoryError("memwatch: cannot allocate the HeapDiff sort buffer")
-    src = recs
+    src = keys
     dst = tmp
     for i in range(<size_t>npasses):
         p = shifts[i]
@@ -831,16 +916,29 @@ cdef int _sort_records(Record* recs, size_t n) except -1:
             hist[digit] = total
             total += c
         for c in range(n):
-            digit = ((src[c].addr >> ALIGN_BITS) >> (p * RADIX_BITS)) & (RADIX_SIZE - 1)
+            digit = ((src[c] >> PACK_TIDX_BITS) >> (p * RADIX_BITS)) & (RADIX_SIZE - 1)
             dst[hist[digit]] = src[c]
             hist[digit] += 1
         swap = src
         src = dst
         dst = swap
-    if src != recs:
-        memcpy(recs, src, n * sizeof(Record))
+    if src != keys:
+        memcpy(keys, src, n * sizeof(uint64_t))
     _free(tmp)
     _free(counts)
+    return 0
+
+
+cdef int _cmp_record(const void* a, const void* b) noexcept nogil:
+    cdef uintptr_t x = (<const Record*>a).addr
+    cdef uintptr_t y = (<const Record*>b).addr
+    return -1 if x < y else (1 if x > y else 0)
+
+
+cdef int _sort_wide(Record* recs, size_t n) except -1:
+    """16-byte records (rare: a huge number of types, or very high
+    addresses): a plain comparison sort is good enough."""
+    qsort(recs, n, sizeof(Record), _cmp_record)
     return 0
 
 
@@ -861,9 +959,11 @@ def identity_diff(RawCensus before, RawCensus after):
     :returns: ``(freed, allocated)``: two dicts ``{type name: count}``.
     """
     cdef size_t i = 0, j = 0
-    cdef Record* b = before.records
-    cdef Record* a = after.records
-    cdef size_t nb = before.nrecords, na = after.nrecords
+    cdef RecordBuf* b = &before.recs
+    cdef RecordBuf* a = &after.recs
+    cdef size_t nb = b.size, na = a.size
+    cdef uintptr_t ba, aa
+    cdef uint32_t bt, at
     cdef uint64_t* freed
     cdef uint64_t* alloc
     cdef long* b2a
@@ -891,23 +991,27 @@ def identity_diff(RawCensus before, RawCensus after):
             else:
                 b2a[ti] = -1
         while i < nb and j < na:
-            if b[i].addr < a[j].addr:
-                freed[b[i].tidx] += 1
+            ba = rec_addr(b, i)
+            aa = rec_addr(a, j)
+            if ba < aa:
+                freed[rec_tidx(b, i)] += 1
                 i += 1
-            elif b[i].addr > a[j].addr:
-                alloc[a[j].tidx] += 1
+            elif ba > aa:
+                alloc[rec_tidx(a, j)] += 1
                 j += 1
             else:
-                if b2a[b[i].tidx] != <long>a[j].tidx:
-                    freed[b[i].tidx] += 1
-                    alloc[a[j].tidx] += 1
+                bt = rec_tidx(b, i)
+                at = rec_tidx(a, j)
+                if b2a[bt] != <long>at:
+                    freed[bt] += 1
+                    alloc[at] += 1
                 i += 1
                 j += 1
         while i < nb:
-            freed[b[i].tidx] += 1
+            freed[rec_tidx(b, i)] += 1
             i += 1
         while j < na:
-            alloc[a[j].tidx] += 1
+            alloc[rec_tidx(a, j)] += 1
             j += 1
         freed_by_name = {}
         alloc_by_name = {}
@@ -928,10 +1032,7 @@ def identity_diff(RawCensus before, RawCensus after):
 
 def release_records(RawCensus census):
     """Free a census's identity records early (HeapDiff.end() is done with them)."""
-    if census.records != NULL:
-        _free(census.records)
-        census.records = NULL
-        census.nrecords = 0
+    records_free(&census.recs)
     census.recorded = False
 
 

@@ -4,7 +4,8 @@ Follows node-memwatch: ``hd = HeapDiff()`` takes the first snapshot,
 ``hd.end()`` the second, and returns the diff in node's JSON shape.
 
 Identity, not counts: the before side is kept as a sorted C array of
-(address, type) pairs, 16 bytes an object, never as Python references, so an
+(address, type) pairs, packed in 8 bytes an object (16 in the rare case where
+an address or a type index does not fit), never as Python references, so an
 open HeapDiff keeps nothing alive.  An object is a survivor when the same
 address holds an object of the same type at both ends.  Address reuse can hide
 churn: an object freed and replaced at the same address by another object of
@@ -84,7 +85,7 @@ class HeapDiff:
             after = _core.walk(record=True)
             freed, allocated = _core.identity_diff(before, after)
             self._result = _build_diff(before, after, freed, allocated)
-            # Free the two record arrays (16 bytes an object) right away.
+            # Free the two record arrays (8 bytes an object) right away.
             _core.release_records(before)
             _core.release_records(after)
             return self._result
