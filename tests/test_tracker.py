@@ -20,7 +20,7 @@ from memwatch._verdict import LeakDetector, Verdict
 
 STATS_KEYS = ["num_full_gc", "num_inc_gc", "heap_compactions", "estimated_base", "current_base",
               "min", "max", "usage_trend", "timestamp", "pause", "collected", "uncollectable",
-              "rss", "measure"]
+              "rss", "measure", "kind"]
 REASON = re.compile(r"^heap growth over \d+ consecutive GCs \((\d+h )?(\d+m )?\d+s\) - "
                     r"-?[\d.]+ (bytes|kb|mb|gb)/hr$")
 
@@ -215,7 +215,8 @@ def test_failing_measure_falls_back_to_rss(caplog):
     memwatch.configure(measure=broken)
     with caplog.at_level(logging.ERROR, logger="memwatch"):
         stats = memwatch.gc()
-    assert stats["current_base"] == stats["rss"]
+    assert stats["current_base"] == stats["rss"] > 0
+    assert stats["measure"] == "rss"      # the fallback is named, not hidden
     assert "measure" in caplog.text
 
 
@@ -439,12 +440,13 @@ def test_leak_event_payload_end_to_end():
         time.sleep(0.01)
     assert leaks, "no leak event for a steadily growing base"
     info = leaks[0]
-    assert list(info) == ["start", "end", "growth", "reason", "samples", "top_types"]
+    assert list(info)[:6] == ["start", "end", "growth", "reason", "samples", "top_types"]
+    assert info["kind"] in ("gc", "clock") and info["confirmation"]["confirmed"]
     assert info["start"].tzinfo is not None and info["start"] < info["end"]
     assert info["growth"] >= 2 << 20 and info["samples"] >= 5
     assert REASON.match(info["reason"]), info["reason"]
     assert f"over {info['samples']} consecutive GCs" in info["reason"]
-    assert info["top_types"] and set(info["top_types"][0]) == {"what", "count_change", "size_change"}
+    assert info["top_types"] and {"what", "count_change", "size_change"} <= set(info["top_types"][0])
     assert "object" in [t["what"] for t in info["top_types"]]
     assert memwatch.tracker_info()["last_leak"]["reason"] == info["reason"]
 
@@ -652,3 +654,41 @@ def test_fork_from_a_thread_restarts_the_worker(run_script):
     """)
     alive, delivered = proc.stdout.split()
     assert alive == "True" and int(delivered) == 5
+
+
+# -- measures that cannot be read (issue 14) ----------------------------------------------
+
+@pytest.fixture
+def no_rss(monkeypatch):
+    """RSS unreadable: no /proc/self/statm and no psutil."""
+    import sys as _sys
+    from memwatch import _measures
+    monkeypatch.setattr(_measures, "_statm_fd", None)
+    monkeypatch.setattr(_measures, "_open_statm", lambda: None)
+    monkeypatch.setattr(_measures, "_psutil_proc", None)
+    monkeypatch.setitem(_sys.modules, "psutil", None)
+    assert _measures.read_rss() is None
+
+
+def test_unreadable_rss_is_a_clear_error_never_a_zero(no_rss):
+    with pytest.raises(RuntimeError, match=r"RSS.*/proc.*psutil.*measure='blocks'"):
+        memwatch.configure(measure="rss")
+    with pytest.raises(RuntimeError, match="RSS"):
+        memwatch.start()
+    assert not memwatch.tracker_info()["running"]
+    # Another measure works; the payload says RSS is unknown instead of 0.
+    memwatch.configure(measure="blocks")
+    stats = memwatch.gc()
+    assert stats["measure"] == "blocks" and stats["current_base"] > 0
+    assert stats["rss"] is None
+
+
+def test_failing_callable_falls_back_to_a_named_measure(no_rss, caplog):
+    def broken():
+        raise OSError("no")
+    memwatch.configure(measure=broken)
+    with caplog.at_level(logging.ERROR, logger="memwatch"):
+        stats = memwatch.gc()
+    # Neither the callable nor RSS can be read: no sample, never a zero.
+    assert stats == {}
+    assert "measure" in caplog.text

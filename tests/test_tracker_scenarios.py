@@ -24,6 +24,11 @@ NAMES = sorted(p.stem for p in SCENARIOS.glob("*.py") if not p.stem.startswith("
 
 pytestmark = pytest.mark.slow
 
+# Big heaps are smaller here (time is scaled, a heap walk is not: at 1/20, one
+# second of walking is twenty nominal seconds) and skip the retainer searches.
+ARGS = {name: ["--heap", "150000", "--retainers", "0"]
+        for name in ("leak_bigheap_untracked", "ok_cyclic_bigheap")}
+
 
 @pytest.fixture(scope="module")
 def results():
@@ -31,7 +36,7 @@ def results():
     env["PYTHONPATH"] = os.pathsep.join([str(SCENARIOS)] + [p for p in sys.path if p])
     env.pop("MEMWATCH_TRACE_GC", None)
     procs = {name: subprocess.Popen([sys.executable, str(SCENARIOS / f"{name}.py"),
-                                     "--scale", str(SCALE)],
+                                     "--scale", str(SCALE), *ARGS.get(name, [])],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     env=env)
              for name in NAMES}
@@ -56,7 +61,7 @@ def test_corpus_has_both_kinds():
 def test_scenario_verdict(results, name):
     result, returncode, stderr = results[name]
     assert returncode == 0 and result is not None, stderr[-3000:]
-    assert result["stats"] >= 5, "the tracker hardly sampled"
+    assert result["stats"] + result["clock_samples"] >= 5, "the tracker hardly sampled"
     if result["leaking"]:
         assert result["leaks"], f"{name}: leak never reported ({result})"
         leak = result["leaks"][0]

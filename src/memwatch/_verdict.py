@@ -63,10 +63,20 @@ __all__ = ["LeakDetector", "Verdict"]
 class Verdict:
     """A window of growth that the detector judged to be a leak."""
 
-    __slots__ = ("start", "end", "start_wall", "end_wall", "growth", "samples", "duration")
+    __slots__ = ("start", "end", "start_wall", "end_wall", "growth", "samples", "duration",
+                 "first", "last", "cfirst", "clast")
 
     def __init__(self, start: float, end: float, start_wall: float, end_wall: float,
-                 growth: float, samples: int) -> None:
+                 growth: float, samples: int, *, first: float = 0.0, last: float = 0.0,
+                 cfirst: float = 0.0, clast: float = 0.0) -> None:
+        # first/last: the floor of the window's first slice and of its last
+        # half-slice (the measure); cfirst/clast: the same for the confirming
+        # series (live blocks).  The tracker's confirmation compares them with
+        # a reading taken right after a forced full collection.
+        self.first = first
+        self.last = last
+        self.cfirst = cfirst
+        self.clast = clast
         self.start = start
         self.end = end
         self.start_wall = start_wall
@@ -320,7 +330,8 @@ class LeakDetector:
             seq = cfloors + [ctail]
             if any(seq[k + 1] - seq[k] < cmargin for k in range(nseg)):
                 return None
-        return Verdict(t0, t1, b.w0[i], b.w1[last], growth, samples)
+        return Verdict(t0, t1, b.w0[i], b.w1[last], growth, samples,
+                       first=floors[0], last=tail, cfirst=cfloors[0], clast=ctail)
 
 
 def _first_at_or_after(t0: array, size: int, t: float) -> int:

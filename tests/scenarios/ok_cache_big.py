@@ -1,0 +1,32 @@
+"""A bounded cache that fills ~110 MB during the first minute (2 MB/s of 1 KiB values),
+then stays bounded (LRU eviction of a few entries a second): never a leak."""
+from collections import OrderedDict
+
+from _harness import Run, churn
+
+CAPACITY = 110_000
+
+
+def main():
+    run = Run("ok_cache_big", leaking=False, duration=600)
+    cache = OrderedDict()
+    n = 0
+    filled_at = None
+    while run.running():
+        t = run.now()
+        # 2000 misses per nominal second while it fills (55 s), then 20.
+        due = int(min(t, 55) * 2000 + max(0.0, t - 55) * 20)
+        while n < due:
+            cache[n] = b"%d" % n * 128
+            n += 1
+            if len(cache) > CAPACITY:
+                cache.popitem(last=False)
+                if filled_at is None:
+                    filled_at = round(t, 1)
+        churn(200)
+        run.sleep(0.25)
+    run.finish(cache_size=len(cache), filled_at=filled_at)
+
+
+if __name__ == "__main__":
+    main()
