@@ -465,14 +465,22 @@ class _Tracker:
                 # The post-collection reading starts the next window's history.
                 self.detector.add(mono, post_base, wall, post_blocks if self._confirm else None)
                 return
-            leak = self._leak_payload(verdict, kind, dict(self.last_confirmation))
+            # The program's latest allocations: the tail of the oldest generation
+            # right after the confirming collection (younger generations are
+            # appended there).  Held only while the payload is built.
+            recent = _recent_objects() if int(self.options["retainers"] or 0) > 0 else []
+            try:
+                leak = self._leak_payload(verdict, kind, dict(self.last_confirmation), recent)
+            finally:
+                del recent
             self.last_leak = leak
             self.leaks += 1
             self._outbox.append(("leak", leak))
         _deferred.post(self._job)
 
     def _leak_payload(self, verdict: Any, kind: str = "gc",
-                      confirmation: dict[str, Any] | None = None) -> dict[str, Any]:
+                      confirmation: dict[str, Any] | None = None,
+                      recent: list | None = None) -> dict[str, Any]:
         duration = verdict.duration
         growth = int(round(verdict.growth))
         if self.measure.unit == "bytes":
@@ -498,7 +506,7 @@ class _Tracker:
             "confirmation": confirmation,
         }
         _add_holders(info, int(self.options["retainers"] or 0),
-                     self._census_cost * _SEARCH_PER_CENSUS)
+                     self._census_cost * _SEARCH_PER_CENSUS, recent or [])
         _enrich(info, verdict)
         return info
 
@@ -892,26 +900,31 @@ def _resolve_type(name: str) -> type | None:
     return None
 
 
-def _young_instance(tp: type) -> Any:
-    """A recently allocated instance of ``tp``, from the youngest generations.
+_RECENT_POOL = 5000
+
+
+def _recent_objects() -> list:
+    objs = _gc.get_objects(2)
+    try:
+        return objs[-_RECENT_POOL:]
+    finally:
+        del objs
+
+
+def _recent_instance(tp: type, recent: list) -> Any:
+    """A recently allocated instance of ``tp`` among ``recent`` (latest first).
 
     ``retainers(tp)`` alone finds the instance *nearest a root*, which for a
-    common type is some old module-level object, not the leak; the young
-    generations hold what was allocated since the last collections, which on a
-    leaking program is mostly what leaks.  None for untracked types (str,
-    bytes, int: never in a generation) or when no young instance exists."""
-    for generation in (0, 1):
-        objs = _gc.get_objects(generation)
-        try:
-            for obj in reversed(objs):
-                if type(obj) is tp:
-                    return obj
-        finally:
-            del objs
+    common type is some old module-level object, not the leak; the latest
+    allocations of a leaking program are mostly what leaks.  None for
+    untracked types (str, bytes, int: in no generation) or when none is recent."""
+    for i in range(len(recent) - 1, -1, -1):
+        if type(recent[i]) is tp:
+            return recent[i]
     return None
 
 
-def _add_holders(info: dict[str, Any], limit: int, estimate: float) -> None:
+def _add_holders(info: dict[str, Any], limit: int, estimate: float, recent: list) -> None:
     """One retainer path (who holds them) for each of the first ``limit`` top types.
 
     Each search is a breadth-first walk of the heap graph (memwatch.retainers);
@@ -931,9 +944,9 @@ def _add_holders(info: dict[str, Any], limit: int, estimate: float) -> None:
         t = time.perf_counter()
         try:
             tp = _resolve_type(row["what"])
-            target = _young_instance(tp) if tp is not None else None
+            target = _recent_instance(tp, recent) if tp is not None else None
             if target is not None:
-                paths = retainers(target, limit=1, collect=False)
+                paths = retainers(target, limit=1, collect=False, ignore=(recent,))
                 del target
             else:
                 paths = retainers(tp, limit=1, collect=False) if tp is not None else []
