@@ -17,6 +17,15 @@ Two views, both printed as tables with medians:
    the workload collects: the overhead the tracker adds, without the noise.
 
 The default measure must keep the tracker at or below 1% CPU.
+
+3. **Benchmarks nobody here wrote** (``--pyperformance WHEEL``: the
+   ``pyperformance`` wheel from PyPI, ``pip download --no-deps pyperformance``,
+   ships their sources).  Each benchmark runs in fresh interpreters, plain and
+   with the default tracker (``memwatch.on('leak', ...)``, installed before the
+   benchmark starts), alternating, a fixed number of loops calibrated once;
+   the table gives the median CPU time per loop (process CPU: the tracker's
+   thread included) and the geometric mean of the ratios.  pyperf itself is
+   replaced by a small stand-in (no calibration, no worker processes).
 """
 from __future__ import annotations
 
@@ -159,12 +168,139 @@ def per_event(measures):
     return base_young, base_full, results, census, len(gc.get_objects())
 
 
+PYPERFORMANCE = ["richards", "json_dumps", "gc_traversal", "nbody", "float", "deltablue",
+                 "chaos", "go", "unpack_sequence", "regex_v8", "raytrace", "spectral_norm",
+                 "nqueens"]
+
+# A stand-in for pyperf: the benchmark's own code runs `loops` times and this
+# prints the CPU time those loops took (all threads: time.process_time()).
+PYPERF_SHIM = r'''
+import argparse, json, runpy, sys, time, types
+script, config, loops, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+if config != "plain":
+    import memwatch
+    if config == "no-callbacks":
+        memwatch.configure(gc_callbacks=False)
+    elif config == "callbacks":
+        memwatch.configure(gc_callbacks=True)
+    memwatch.on("leak", lambda info: None)
+
+class Runner:
+    def __init__(self, *a, **k):
+        self.metadata = {}
+        self.argparser = argparse.ArgumentParser()
+    def parse_args(self, args=None):
+        return self.argparser.parse_args([])
+    def _run(self, timed):
+        import gc
+        gc.collect()            # as pyperf's workers start clean (gc_traversal asserts it)
+        timed(1)                                   # warm-up
+        if loops <= 0:                             # calibration: loops for ~0.5 s
+            n, t = 1, 0.0
+            while t < 0.1:
+                n *= 2
+                t = timed(n)
+            print(json.dumps({"loops": max(1, int(n * seconds / t))}))
+            return
+        c = time.process_time()
+        timed(loops)
+        print(json.dumps({"cpu": (time.process_time() - c) / loops}))
+    def bench_func(self, name, func, *args, inner_loops=None, **kw):
+        def timed(n):
+            t = time.perf_counter()
+            for _ in range(n):
+                func(*args)
+            return time.perf_counter() - t
+        self._run(timed)
+    def bench_time_func(self, name, func, *args, inner_loops=None, **kw):
+        self._run(lambda n: func(n, *args))
+
+pyperf = types.ModuleType("pyperf")
+pyperf.Runner = Runner
+pyperf.perf_counter = time.perf_counter
+sys.modules["pyperf"] = pyperf
+sys.argv = [script]
+runpy.run_path(script, run_name="__main__")
+'''
+
+
+def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
+                  seconds: float = 1.0) -> None:
+    import tempfile
+    import zipfile
+    tmp = tempfile.mkdtemp(prefix="memwatch-pyperf-")
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(tmp)
+    root = os.path.join(tmp, "pyperformance", "data-files", "benchmarks")
+    env = dict(os.environ, PYTHONPATH=SRC)
+
+    def one(script: str, config: str, loops: int) -> dict:
+        out = subprocess.run([sys.executable, "-c", PYPERF_SHIM, script, config, str(loops),
+                              str(seconds)],
+                             capture_output=True, text=True, env=env, cwd=os.path.dirname(script),
+                             timeout=600)
+        lines = [x for x in out.stdout.splitlines() if x.startswith("{")]
+        if not lines:
+            raise RuntimeError(out.stderr[-1500:])
+        return json.loads(lines[-1])
+
+    print(f"3. pyperformance benchmarks: median CPU per loop of {repeat} alternating fresh "
+          f"runs each, plain vs {', '.join(configs[1:])}\n")
+    print(f"   {'benchmark':<18}{'plain':>12}" + "".join(f"{c:>22}" for c in configs[1:]))
+    ratios: dict[str, list[float]] = {c: [] for c in configs[1:]}
+    for name in names:
+        script = os.path.join(root, f"bm_{name}", "run_benchmark.py")
+        if not os.path.exists(script):
+            print(f"   {name:<18}  (not in this pyperformance)")
+            continue
+        try:
+            loops = one(script, "plain", 0)["loops"]
+            runs: dict[str, list[float]] = {c: [] for c in configs}
+            for _ in range(repeat):
+                for c in configs:
+                    runs[c].append(one(script, c, loops)["cpu"])
+        except Exception as exc:  # noqa: BLE001 - a benchmark that needs a missing package
+            print(f"   {name:<18}  skipped: {str(exc).strip().splitlines()[-1][:80]}")
+            continue
+        med = {c: statistics.median(v) for c, v in runs.items()}
+        line = f"   {name:<18}{med['plain'] * 1e3:>10.2f}ms"
+        for c in configs[1:]:
+            r = med[c] / med["plain"]
+            ratios[c].append(r)
+            line += f"{med[c] * 1e3:>12.2f}ms {(r - 1) * 100:>+6.2f}%"
+        print(line, flush=True)
+    line = f"   {'geomean':<18}{'':>12}"
+    for c in configs[1:]:
+        rs = ratios[c]
+        g = statistics.geometric_mean(rs) if rs else float("nan")
+        line += f"{'':>14}{(g - 1) * 100:>+6.2f}%"
+        line += ""
+    print(line)
+    print("   (CPU medians on a shared machine: a few tenths of a percent either way is noise)\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--ops", type=int, default=600_000, help="workload iterations per run")
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument("--pyperformance", metavar="WHEEL",
+                        help="also run pyperformance benchmarks from this wheel (view 3)")
+    parser.add_argument("--only-pyperformance", action="store_true",
+                        help="run view 3 only")
+    parser.add_argument("--benchmarks", default=",".join(PYPERFORMANCE),
+                        help="comma-separated pyperformance benchmarks (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=1.0,
+                        help="view 3: CPU seconds per run, calibrated on plain (default 1)")
+    parser.add_argument("--configs", default="plain,tracked",
+                        help="view 3 configurations: plain, tracked (defaults), callbacks "
+                             "(gc_callbacks=True), no-callbacks (gc_callbacks=False)")
     args = parser.parse_args()
+    if args.pyperformance:
+        pyperformance(args.pyperformance, args.benchmarks.split(","), args.repeat,
+                      args.configs.split(","), args.seconds)
+        if args.only_pyperformance:
+            return
     measures = ["rss", "blocks", "callable", "tracemalloc", "uss", "python"]
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

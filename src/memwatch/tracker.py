@@ -100,7 +100,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from memwatch import _deferred, _gchook
-from memwatch._gcstate import in_quiet_collection, quiet_collect
+from memwatch._gcstate import (in_quiet_collection, quiet_blocks_open, quiet_collect,
+                               quiet_full_collections)
 from memwatch._measures import (Measure, check_readable, get_measure,
                                 read_rss)
 from memwatch._verdict import LeakDetector
@@ -134,6 +135,10 @@ DEFAULTS: dict[str, Any] = {
                                # for this long (None: never); skipped while gc is disabled
     "timer_budget": 0.001,     # ... but spend at most this fraction of wall time on them
     "retainers": 3,            # leak: one retainer path for each of this many top types (0: none)
+    "gc_callbacks": "auto",    # be in gc.callbacks (exact post-collection samples) - True, False,
+                               # or 'auto': only while young collections are rarer than
+                               # callbacks_max_rate per second (each costs ~1-2 us in CPython)
+    "callbacks_max_rate": 200.0,
     "top_types": 10,           # leak: how many growing types to report (0: no censuses)
     "census_interval": None,   # seconds between baseline censuses (None: min_duration / 2)
     "census_budget": 0.002,    # ... and at most this fraction of wall time on censuses
@@ -165,7 +170,15 @@ class _Tracker:
         # Written only by the GC callback (collections never overlap: CPython
         # holds its "collecting" flag across the callbacks).
         self.n_full = 0
-        self._young0 = _gchook.counts()[0]
+        self._young0 = _young_total()
+        self.hooked = False
+        self._seen_full = _gc.get_stats()[2]["collections"] - quiet_full_collections()
+        # Noticing (tick) and memwatch's own collections both move _seen_full:
+        # one at a time, or a collection is counted twice or missed.
+        self._notice_lock = threading.RLock()
+        self._rate_t = time.monotonic()
+        self._rate_young = self._young0
+        self.switches = 0
         self._t_start: float | None = None
         self._rss_before = 0
         self._last_full = time.monotonic()
@@ -278,7 +291,7 @@ class _Tracker:
                 tls.token = None
             now = time.monotonic()
             self._last_full = now
-            young = _gchook.counts()[0] - self._young0
+            young = _young_total() - self._young0
             blocks = sys.getallocatedblocks() if self._confirm else None
             self._raw.append((now, time.time(), pause, info.get("collected", 0),
                               info.get("uncollectable", 0), base, rss, self._rss_before,
@@ -380,6 +393,101 @@ class _Tracker:
     # collection then tells a leak (live blocks still up) from cyclic garbage
     # (live blocks back down).
 
+    # -- in gc.callbacks or not --------------------------------------------------------
+    # CPython calls every gc.callbacks entry twice per collection, young ones
+    # included, building an info dict each time: ~1-2 us per collection, and
+    # allocation-heavy code collects generation 0 every few tens of
+    # microseconds (pyperformance richards +4.5%, json_dumps +7.5% with the
+    # callbacks; see docs/tracker.md).  Out of gc.callbacks, full collections
+    # are noticed on the clock from gc.get_stats() (the sample is then read up
+    # to one tick later, and has no pause), and memwatch's own collections
+    # (timer, memwatch.gc()) record their samples themselves.
+
+    def _set_hooked(self, on: bool) -> None:
+        if on == self.hooked:
+            return
+        if on:
+            self._seen_full = _gc.get_stats()[2]["collections"] - quiet_full_collections()
+            _gchook.set_full_hooks(self._full_start, self._full_stop)
+            _deferred.acquire_hooks("tracker")
+        else:
+            _gchook.set_full_hooks(None, None)
+            _deferred.release_hooks("tracker")
+            self._seen_full = _gc.get_stats()[2]["collections"] - quiet_full_collections()
+        self.hooked = on
+
+    def _watch_collections(self) -> None:
+        """Worker thread, every tick: notice full collections, switch callbacks (auto)."""
+        with self._notice_lock:
+            stats = _gc.get_stats()
+            if not self.hooked and not quiet_blocks_open():
+                full = stats[2]["collections"] - quiet_full_collections()
+                new = full - self._seen_full
+                self._seen_full = full
+                if new > 0:
+                    self._record(new, pause=None, collected=None, uncollectable=None,
+                                 rss_before=None, token=None)
+        if self.options["gc_callbacks"] != "auto":
+            return
+        now = time.monotonic()
+        young = stats[0]["collections"] + stats[1]["collections"]
+        dt = now - self._rate_t
+        if dt < 1.0:
+            return
+        rate = (young - self._rate_young) / dt
+        self._rate_t, self._rate_young = now, young
+        limit = float(self.options["callbacks_max_rate"])
+        # Hysteresis: back in only when well under the limit.
+        if self.hooked and rate > limit:
+            self.switches += 1
+            self._set_hooked(False)
+        elif not self.hooked and rate < limit / 4:
+            self.switches += 1
+            self._set_hooked(True)
+
+    def _record(self, new_full: int, *, pause: float | None, collected: int | None,
+                uncollectable: int | None, rss_before: int | None, token: Any) -> None:
+        """A post-collection sample read outside gc.callbacks (any thread, not in a GC)."""
+        rss = read_rss()
+        measure = self.measure
+        base = None
+        if measure.name == "rss":
+            base = rss
+        elif measure.in_callback:
+            try:
+                base = measure.read()
+            except Exception:
+                base = None
+        blocks = sys.getallocatedblocks() if self._confirm else None
+        now = time.monotonic()
+        self._last_full = now
+        self.n_full += new_full
+        self._raw.append((now, time.time(), pause, collected, uncollectable, base, rss,
+                          rss_before, self.n_full, _young_total() - self._young0, token, blocks))
+        _deferred.post(self._job)
+
+    def _collect_and_sample(self, token: Any) -> None:
+        """gc.collect(2) for a sample (timer, memwatch.gc()); the sample comes from
+        the callbacks when they are installed, else is recorded here."""
+        if self.hooked:
+            _gc.collect(2)
+            return
+        with self._notice_lock:
+            rss_before = read_rss()
+            before = _gc.get_stats()[2]["collections"]
+            t = time.perf_counter()
+            collected = _gc.collect(2)
+            pause = time.perf_counter() - t
+            stats = _gc.get_stats()[2]
+            if stats["collections"] == before:
+                return      # another thread was collecting: no collection happened
+            self._seen_full += stats["collections"] - before
+            self._record(1, pause=pause, collected=collected, uncollectable=len(_gc.garbage),
+                         rss_before=rss_before, token=token)
+        tls = self._tls
+        if getattr(tls, "token", None) is token:
+            tls.token = None
+
     def _suspected(self, verdict: Any, kind: str) -> None:
         self.suspects += 1
         self._suspect = (verdict, kind)
@@ -412,9 +520,15 @@ class _Tracker:
         self._suspect = None
         measure = self.measure
         if _gc.isenabled():
+            before = _gc.get_stats()[2]["collections"]
             t = time.perf_counter()
             quiet_collect(2)      # memwatch's own: no stats event, not counted
             pause = time.perf_counter() - t
+            if _gc.get_stats()[2]["collections"] == before:
+                # Another thread was collecting (gc.collect() then returns at
+                # once): what we would read now still holds the garbage.
+                self._suspect = (verdict, kind)
+                return
             collected = True
         else:
             # With the collector disabled, cyclic garbage is never freed: it is
@@ -626,6 +740,7 @@ class _Tracker:
         full collection happened for a while."""
         if not self.running:
             return
+        self._watch_collections()
         now = time.monotonic()
         if self.sample_interval is not None and now >= self._next_clock:
             self._next_clock = now + self.sample_interval
@@ -639,7 +754,7 @@ class _Tracker:
         if now - self._last_full < interval or now < self._next_forced:
             return
         t = time.perf_counter()
-        _gc.collect(2)
+        self._collect_and_sample(None)
         cost = time.perf_counter() - t
         budget = float(self.options["timer_budget"]) or 0.005
         # Never spend more than `budget` of wall time on these collections.
@@ -661,8 +776,8 @@ class _Tracker:
             self.running = True
             self.implicit = implicit
             _deferred.ensure_worker()
-            _gchook.set_full_hooks(self._full_start, self._full_stop)
-            _deferred.acquire_hooks("tracker")
+            if self.options["gc_callbacks"] in (True, "auto"):
+                self._set_hooked(True)
 
     def stop(self) -> None:
         with self._api_lock:
@@ -670,8 +785,7 @@ class _Tracker:
                 return
             self.running = False
             self.implicit = False
-            _gchook.set_full_hooks(None, None)
-            _deferred.release_hooks("tracker")
+            self._set_hooked(False)
         _deferred.post(self._job)      # deliver what was recorded before the stop
         if not _trace_active():
             _deferred.stop_worker()
@@ -753,7 +867,7 @@ class _Tracker:
         deadline = time.monotonic() + 5.0
         try:
             while True:
-                _gc.collect(2)
+                self._collect_and_sample(token)
                 if getattr(tls, "token", None) is None:
                     break  # our callback saw it
                 if time.monotonic() > deadline:
@@ -789,7 +903,9 @@ class _Tracker:
                 "listeners": {e: len(v) for e, v in self.listeners.items()},
                 "samples": self.samples,
                 "num_full_gc": self.n_full,
-                "num_inc_gc": _gchook.counts()[0] - self._young0,
+                "num_inc_gc": _young_total() - self._young0,
+                "gc_callbacks": self.hooked,
+                "callback_switches": self.switches,
                 "leaks": self.leaks,
                 "clock_samples": self.clock_samples,
                 "suspects": self.suspects,
@@ -808,9 +924,14 @@ class _Tracker:
         self._reset_state()
         self._apply_options()
         if self.running:
-            _gchook.set_full_hooks(self._full_start, self._full_stop)
-            _deferred.acquire_hooks("tracker")
+            if self.options["gc_callbacks"] in (True, "auto"):
+                self._set_hooked(True)
             _deferred.ensure_worker()
+
+
+def _young_total() -> int:
+    stats = _gc.get_stats()
+    return stats[0]["collections"] + stats[1]["collections"]
 
 
 def _check_measure(measure: Measure) -> None:
@@ -836,6 +957,10 @@ def _validate(opts: dict[str, Any]) -> None:
         raise ValueError("census_interval must be positive or None")
     if opts["min_growth"] is not None and not float(opts["min_growth"]) > 0:
         raise ValueError("min_growth must be positive or None")
+    if opts["gc_callbacks"] not in (True, False, "auto"):
+        raise ValueError("gc_callbacks must be True, False or 'auto'")
+    if not float(opts["callbacks_max_rate"]) > 0:
+        raise ValueError("callbacks_max_rate must be positive")
     if opts["confirm"] not in ("blocks", None):
         raise ValueError("confirm must be 'blocks' or None")
     if int(opts["segments"]) < 2:
