@@ -225,7 +225,7 @@ runpy.run_path(script, run_name="__main__")
 
 
 def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
-                  seconds: float = 1.0) -> None:
+                  seconds: float = 1.0, callgrind: bool = False) -> None:
     import tempfile
     import zipfile
     tmp = tempfile.mkdtemp(prefix="memwatch-pyperf-")
@@ -234,15 +234,58 @@ def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
     root = os.path.join(tmp, "pyperformance", "data-files", "benchmarks")
     env = dict(os.environ, PYTHONPATH=SRC)
 
-    def one(script: str, config: str, loops: int) -> dict:
-        out = subprocess.run([sys.executable, "-c", PYPERF_SHIM, script, config, str(loops),
-                              str(seconds)],
-                             capture_output=True, text=True, env=env, cwd=os.path.dirname(script),
-                             timeout=600)
+    def one(script: str, config: str, loops: int, grind: bool = False) -> dict:
+        cmd = [sys.executable, "-c", PYPERF_SHIM, script, config, str(loops), str(seconds)]
+        if grind:
+            cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + cmd
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                             cwd=os.path.dirname(script), timeout=3600)
         lines = [x for x in out.stdout.splitlines() if x.startswith("{")]
         if not lines:
             raise RuntimeError(out.stderr[-1500:])
-        return json.loads(lines[-1])
+        result = json.loads(lines[-1])
+        if grind:
+            import re
+            m = re.search(r"Collected : (\d+)", out.stderr)
+            if m is None:
+                raise RuntimeError(out.stderr[-1500:])
+            result["ir"] = int(m.group(1))
+        return result
+
+    if callgrind:
+        # Instruction counts (valgrind --tool=callgrind) of whole processes with
+        # L and 2L loops: (Ir(2L) - Ir(L)) / L is the per-loop count, start-up
+        # and imports cancelled out.  Repeatable on a loaded machine, where CPU
+        # times are not; the tracker's once-a-second work is over-counted
+        # (valgrind runs ~50x slower, so there are ~50x more ticks per loop).
+        print(f"3. pyperformance benchmarks under callgrind: instructions per loop, "
+              f"{', '.join(configs[1:])} vs plain\n")
+        ratios_g: dict[str, list[float]] = {c: [] for c in configs[1:]}
+        for name in names:
+            script = os.path.join(root, f"bm_{name}", "run_benchmark.py")
+            try:
+                loops = one(script, "plain", 0)["loops"]
+                per = {}
+                for c in configs:
+                    small = one(script, c, loops, grind=True)["ir"]
+                    big = one(script, c, 2 * loops, grind=True)["ir"]
+                    per[c] = (big - small) / loops
+            except Exception as exc:  # noqa: BLE001
+                print(f"   {name:<18}  skipped: {str(exc).strip().splitlines()[-1][:80]}")
+                continue
+            line = f"   {name:<18}{per['plain'] / 1e6:>10.2f}M Ir/loop"
+            for c in configs[1:]:
+                r = per[c] / per["plain"]
+                ratios_g[c].append(r)
+                line += f"   {c} {(r - 1) * 100:+.2f}%"
+            print(line, flush=True)
+        for c in configs[1:]:
+            if ratios_g[c]:
+                g = statistics.geometric_mean(ratios_g[c])
+                print(f"   geomean {c}: {(g - 1) * 100:+.2f}%  (max "
+                      f"{(max(ratios_g[c]) - 1) * 100:+.2f}%)")
+        print()
+        return
 
     print(f"3. pyperformance benchmarks: median CPU per loop of {repeat} alternating fresh "
           f"runs each, plain vs {', '.join(configs[1:])}\n")
@@ -292,13 +335,15 @@ def main():
                         help="comma-separated pyperformance benchmarks (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=1.0,
                         help="view 3: CPU seconds per run, calibrated on plain (default 1)")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="view 3: instruction counts under valgrind instead of CPU times")
     parser.add_argument("--configs", default="plain,tracked",
                         help="view 3 configurations: plain, tracked (defaults), callbacks "
                              "(gc_callbacks=True), no-callbacks (gc_callbacks=False)")
     args = parser.parse_args()
     if args.pyperformance:
         pyperformance(args.pyperformance, args.benchmarks.split(","), args.repeat,
-                      args.configs.split(","), args.seconds)
+                      args.configs.split(","), args.seconds, args.callgrind)
         if args.only_pyperformance:
             return
     measures = ["rss", "blocks", "callable", "tracemalloc", "uss", "python"]

@@ -16,9 +16,18 @@ and judges whether the base keeps growing (the ``leak`` event)::
     def stats(s):
         metrics.gauge("heap_base", s["current_base"])
 
-How it hooks in: one function in ``gc.callbacks``, installed with the first
+Since issue 9 the leak verdict does not wait for the collector: the worker
+thread also reads the measure on the clock (``sample_interval``, 1 s; rss,
+blocks and tracemalloc only), and a suspected leak is confirmed by one forced
+full collection before it is reported (cyclic garbage piling up between rare
+full collections falls back; a leak does not).  See docs/tracker.md.
+
+How it hooks in: C functions in ``gc.callbacks``, installed with the first
 listener (or :func:`start`) and removed by :func:`stop`; importing memwatch
-installs nothing.  That callback runs inside the collector, so it only
+installs nothing.  With ``gc_callbacks='auto'`` (default) they are only there
+while young collections are rarer than ``callbacks_max_rate`` per second
+(CPython calls every entry on every collection: ~1-2 us each); otherwise full
+collections are noticed from ``gc.get_stats()`` on the clock.  That callback runs inside the collector, so it only
 records the sample (a few counters, the clock, RSS) and hands the rest to
 ``memwatch._deferred``, which runs it right after the collection, outside it:
 in the main thread via ``Py_AddPendingCall`` when the main thread collected,
