@@ -284,16 +284,7 @@ class _Tracker:
             pause = end - self._t_start if self._t_start is not None else 0.0
             self._t_start = None
             self.n_full += 1
-            rss = read_rss()
-            measure = self.measure
-            base = None
-            if measure.name == "rss":
-                base = rss
-            elif measure.in_callback:
-                try:
-                    base = measure.read()
-                except Exception:
-                    base = None  # read again outside the collector, where errors are logged
+            rss, base = self._read_now()
             tls = self._tls
             token = getattr(tls, "token", None)
             if token is not None:
@@ -454,19 +445,24 @@ class _Tracker:
             self.switches += 1
             self._set_hooked(True)
 
+    def _read_now(self) -> tuple[int | None, int | None]:
+        """(RSS, base) right now; base None when the measure is read later, outside
+        the collector (uss, python, a callable) or failed (errors are logged there)."""
+        rss = read_rss()
+        measure = self.measure
+        if measure.name == "rss":
+            return rss, rss
+        if measure.in_callback:
+            try:
+                return rss, measure.read()
+            except Exception:
+                return rss, None
+        return rss, None
+
     def _record(self, new_full: int, *, pause: float | None, collected: int | None,
                 uncollectable: int | None, rss_before: int | None, token: Any) -> None:
         """A post-collection sample read outside gc.callbacks (any thread, not in a GC)."""
-        rss = read_rss()
-        measure = self.measure
-        base = None
-        if measure.name == "rss":
-            base = rss
-        elif measure.in_callback:
-            try:
-                base = measure.read()
-            except Exception:
-                base = None
+        rss, base = self._read_now()
         blocks = sys.getallocatedblocks() if self._confirm else None
         now = time.monotonic()
         self._last_full = now

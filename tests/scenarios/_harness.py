@@ -155,6 +155,16 @@ class Pacer:
             self.made += 1
 
 
+def heap_arg(default: int = 500_000) -> int:
+    """The scenario's ``--heap N`` (long-lived objects), removed from sys.argv for Run."""
+    import sys
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--heap", type=int, default=default)
+    ns, rest = pre.parse_known_args()
+    sys.argv[1:] = rest
+    return ns.heap
+
+
 def long_lived_heap(n: int) -> list:
     """``n`` small dicts (about 3 objects and 350 bytes each) that live for the whole run:
     a big heap, on which CPython's full collections are rare and slow."""

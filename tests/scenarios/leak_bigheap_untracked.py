@@ -1,18 +1,12 @@
 """A big long-lived heap (--heap objects, default 500k dicts, ~170 MB) leaking ~100 KB/s of
 untracked ``bytes`` after 30 s: the leak itself never triggers a collection (the scenario
 allocates no tracked object), so only the clock samples can see it."""
-import argparse
-import sys
 
-from _harness import Pacer, Run, long_lived_heap
+from _harness import Pacer, Run, heap_arg, long_lived_heap
 
 
 def main():
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--heap", type=int, default=500_000)
-    ns, rest = pre.parse_known_args()
-    sys.argv[1:] = rest
-    heap = long_lived_heap(ns.heap)
+    heap = long_lived_heap(heap_arg())
     run = Run("leak_bigheap_untracked", leaking=True, duration=300)
     kept = []
     counter = iter(range(10**9))

@@ -6,19 +6,13 @@ them, and on a heap of --heap objects (default 500k dicts) CPython runs one only
 quarter as many objects have been promoted since the last, minutes apart.  Between them
 RSS and the live block count rise by ~200 KB/s, like a leak; a forced full collection
 takes it all back."""
-import argparse
-import sys
 from collections import deque
 
-from _harness import Run, long_lived_heap
+from _harness import Run, heap_arg, long_lived_heap
 
 
 def main():
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--heap", type=int, default=500_000)
-    ns, rest = pre.parse_known_args()
-    sys.argv[1:] = rest
-    heap = long_lived_heap(ns.heap)
+    heap = long_lived_heap(heap_arg())
     run = Run("ok_cyclic_bigheap", leaking=False, duration=600)
     live = deque(maxlen=2000)
     n = 0
