@@ -427,23 +427,28 @@ class _Tracker:
                 if new > 0:
                     self._record(new, pause=None, collected=None, uncollectable=None,
                                  rss_before=None, token=None)
-        if self.options["gc_callbacks"] != "auto":
-            return
-        now = time.monotonic()
-        young = stats[0]["collections"] + stats[1]["collections"]
-        dt = now - self._rate_t
-        if dt < 1.0:
-            return
-        rate = (young - self._rate_young) / dt
-        self._rate_t, self._rate_young = now, young
-        limit = float(self.options["callbacks_max_rate"])
-        # Hysteresis: back in only when well under the limit.
-        if self.hooked and rate > limit:
-            self.switches += 1
-            self._set_hooked(False)
-        elif not self.hooked and rate < limit / 4:
-            self.switches += 1
-            self._set_hooked(True)
+            if self.options["gc_callbacks"] != "auto":
+                return
+            now = time.monotonic()
+            young = stats[0]["collections"] + stats[1]["collections"]
+            dt = now - self._rate_t
+            if dt < 1.0:
+                return
+            rate = (young - self._rate_young) / dt
+            self._rate_t, self._rate_young = now, young
+            limit = float(self.options["callbacks_max_rate"])
+            # Under _notice_lock: never while memwatch.gc() or the timer collects
+            # (a switch in the middle would lose or double their sample), and
+            # never after stop() (which takes it too) removed the callbacks.
+            if not self.running:
+                return
+            # Hysteresis: back in only when well under the limit.
+            if self.hooked and rate > limit:
+                self.switches += 1
+                self._set_hooked(False)
+            elif not self.hooked and rate < limit / 4:
+                self.switches += 1
+                self._set_hooked(True)
 
     def _read_now(self) -> tuple[int | None, int | None]:
         """(RSS, base) right now; base None when the measure is read later, outside
@@ -474,10 +479,10 @@ class _Tracker:
     def _collect_and_sample(self, token: Any) -> None:
         """gc.collect(2) for a sample (timer, memwatch.gc()); the sample comes from
         the callbacks when they are installed, else is recorded here."""
-        if self.hooked:
-            _gc.collect(2)
-            return
         with self._notice_lock:
+            if self.hooked:
+                _gc.collect(2)
+                return
             rss_before = read_rss()
             before = _gc.get_stats()[2]["collections"]
             t = time.perf_counter()
@@ -790,7 +795,8 @@ class _Tracker:
                 return
             self.running = False
             self.implicit = False
-            self._set_hooked(False)
+            with self._notice_lock:
+                self._set_hooked(False)
         _deferred.post(self._job)      # deliver what was recorded before the stop
         if not _trace_active():
             _deferred.stop_worker()

@@ -90,7 +90,7 @@ class Run:
         record = {"t": round(t, 1), "after_leak_start": round(since, 1),
                   "reason": info["reason"], "growth": info["growth"],
                   "samples": info["samples"],
-                  "top_types": [d["what"] for d in info["top_types"][:5]],
+                  "top_types": [d["what"] for d in info["top_types"][:10]],
                   "holders": [d.get("holder") for d in info["top_types"][:3]],
                   "kind": info.get("kind"),
                   "thread": threading.current_thread().name}
