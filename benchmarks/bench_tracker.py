@@ -179,6 +179,11 @@ import argparse, json, runpy, sys, time, types
 script, config, loops, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 if config != "plain":
     import memwatch
+    import os
+    if os.environ.get("MEMWATCH_BENCH_TIME_SCALE"):
+        # Under valgrind the program runs S times slower: stretch the tracker's
+        # durations as much, so its per-second work per loop is what it is natively.
+        memwatch.configure(time_scale=float(os.environ["MEMWATCH_BENCH_TIME_SCALE"]))
     if config == "no-callbacks":
         memwatch.configure(gc_callbacks=False)
     elif config == "callbacks":
@@ -234,16 +239,22 @@ def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
     root = os.path.join(tmp, "pyperformance", "data-files", "benchmarks")
     env = dict(os.environ, PYTHONPATH=SRC)
 
-    def one(script: str, config: str, loops: int, grind: bool = False) -> dict:
+    def one(script: str, config: str, loops: int, grind: bool = False,
+            scale: float | None = None) -> dict:
         cmd = [sys.executable, "-c", PYPERF_SHIM, script, config, str(loops), str(seconds)]
         if grind:
             cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + cmd
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env,
+        run_env = dict(env)
+        if scale:
+            run_env["MEMWATCH_BENCH_TIME_SCALE"] = str(scale)
+        t = time.monotonic()
+        out = subprocess.run(cmd, capture_output=True, text=True, env=run_env,
                              cwd=os.path.dirname(script), timeout=3600)
         lines = [x for x in out.stdout.splitlines() if x.startswith("{")]
         if not lines:
             raise RuntimeError(out.stderr[-1500:])
         result = json.loads(lines[-1])
+        result["wall"] = time.monotonic() - t
         if grind:
             import re
             m = re.search(r"Collected : (\d+)", out.stderr)
@@ -257,7 +268,9 @@ def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
         # L and 2L loops: (Ir(2L) - Ir(L)) / L is the per-loop count, start-up
         # and imports cancelled out.  Repeatable on a loaded machine, where CPU
         # times are not; the tracker's once-a-second work is over-counted
-        # (valgrind runs ~50x slower, so there are ~50x more ticks per loop).
+        # (valgrind runs ~50x slower, so there are ~50x more ticks per loop)
+        # unless time_scale stretches the tracker's durations by the measured
+        # slowdown (wall time under valgrind / natively, plain runs).
         print(f"3. pyperformance benchmarks under callgrind: instructions per loop, "
               f"{', '.join(configs[1:])} vs plain\n")
         ratios_g: dict[str, list[float]] = {c: [] for c in configs[1:]}
@@ -265,15 +278,19 @@ def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
             script = os.path.join(root, f"bm_{name}", "run_benchmark.py")
             try:
                 loops = one(script, "plain", 0)["loops"]
+                native = one(script, "plain", 2 * loops)["wall"]
                 per = {}
+                scale = None
                 for c in configs:
-                    small = one(script, c, loops, grind=True)["ir"]
-                    big = one(script, c, 2 * loops, grind=True)["ir"]
-                    per[c] = (big - small) / loops
+                    small = one(script, c, loops, grind=True, scale=scale)
+                    big = one(script, c, 2 * loops, grind=True, scale=scale)
+                    per[c] = (big["ir"] - small["ir"]) / loops
+                    if c == "plain":
+                        scale = max(1.0, big["wall"] / native)
             except Exception as exc:  # noqa: BLE001
                 print(f"   {name:<18}  skipped: {str(exc).strip().splitlines()[-1][:80]}")
                 continue
-            line = f"   {name:<18}{per['plain'] / 1e6:>10.2f}M Ir/loop"
+            line = f"   {name:<18}{per['plain'] / 1e6:>10.2f}M Ir/loop (time_scale {scale:.0f})"
             for c in configs[1:]:
                 r = per[c] / per["plain"]
                 ratios_g[c].append(r)

@@ -35,7 +35,7 @@ async def serve(run):
 
 
 def main():
-    run = Run("leak_asyncio", leaking=True, duration=240)
+    run = Run("leak_asyncio", leaking=True, duration=480)
     asyncio.run(serve(run))
     run.finish(expect_type="__main__.Response")
 
