@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 # second of walking is twenty nominal seconds) and skip the retainer searches.
 ARGS = {name: ["--heap", "150000", "--retainers", "0"]
         for name in ("leak_bigheap_untracked", "ok_cyclic_bigheap")}
+ARGS["ok_cache_big"] = ["--mb", "40"]
 # The clean scenarios run five nominal minutes here (ten in the benchmark).
 for _name in NAMES:
     if _name.startswith("ok_"):
