@@ -147,7 +147,7 @@ DEFAULTS: dict[str, Any] = {
     "gc_callbacks": "auto",    # be in gc.callbacks (exact post-collection samples) - True, False,
                                # or 'auto': only while young collections are rarer than
                                # callbacks_max_rate per second (each costs ~1-2 us in CPython)
-    "callbacks_max_rate": 200.0,
+    "callbacks_max_rate": 200.0,   # young collections per second (a time_scale second)
     "top_types": 10,           # leak: how many growing types to report (0: no censuses)
     "census_interval": None,   # seconds between baseline censuses (None: min_duration / 2)
     "census_budget": 0.002,    # ... and at most this fraction of wall time on censuses
@@ -248,6 +248,9 @@ class _Tracker:
         # while a cache that stops filling by 69 s can never qualify (its last
         # slice and half-slice must still rise; see _verdict).
         self.warmup = 0.4 * self.min_duration if warmup is None else float(warmup) * scale
+        # A rate is per second: time_scale stretches its second as every duration.
+        self.rate_period = 1.0 * scale
+        self.rate_limit = float(opts["callbacks_max_rate"]) / scale
         interval = opts["sample_interval"]
         # Clock samples only for measures read in microseconds; uss, python and
         # callables are read after full collections only.
@@ -432,11 +435,11 @@ class _Tracker:
             now = time.monotonic()
             young = stats[0]["collections"] + stats[1]["collections"]
             dt = now - self._rate_t
-            if dt < 1.0:
+            if dt < self.rate_period:
                 return
             rate = (young - self._rate_young) / dt
             self._rate_t, self._rate_young = now, young
-            limit = float(self.options["callbacks_max_rate"])
+            limit = self.rate_limit
             # Under _notice_lock: never while memwatch.gc() or the timer collects
             # (a switch in the middle would lose or double their sample), and
             # never after stop() (which takes it too) removed the callbacks.
