@@ -158,3 +158,59 @@ def test_run_then_report_through_the_memwatch_command(tmp_path):
     assert rep.returncode == 0, rep.stderr
     page = (tmp_path / "r.html").read_text()
     assert "<svg" in page and "prog.py a1 --flag" in page and "exit code 3" in page
+
+
+def test_leak_line_names_holders_and_sample_kind():
+    leak = dict(LEAK, kind="clock", top_types=[
+        {"what": "app.Session", "count_change": 900, "size_change": 300_000,
+         "holder": "app -> dict 'SESSIONS' -> list[17] -> app.Session"}])
+    line = format_leak(leak)
+    assert "app.Session held by app -> dict 'SESSIONS' -> list[17] -> app.Session" in line
+    assert line.endswith("[clock samples]")
+
+
+def test_verdict_flags_become_configure_options():
+    import argparse
+    from memwatch.runner import add_arguments, tracker_options
+    from memwatch.tracker import DEFAULTS
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    ns = parser.parse_args(["--min-growth", "2mb", "--min-duration", "30", "--segments", "3",
+                            "--sample-interval", "none", "--confirm", "none", "--retainers", "0",
+                            "--top-types", "4", "--warmup", "5", "--min-samples", "7",
+                            "script.py", "x"])
+    assert tracker_options(ns) == {
+        "min_growth": 2 << 20, "min_duration": 30.0, "segments": 3, "sample_interval": None,
+        "confirm": None, "retainers": 0, "top_types": 4, "warmup": 5.0, "min_samples": 7}
+    assert tracker_options(parser.parse_args(["script.py"])) == {}
+    ns = parser.parse_args(["--min-growth", "500KB", "--timer-interval", "2.5", "s.py"])
+    assert tracker_options(ns) == {"min_growth": 500 * 1024, "timer_interval": 2.5}
+    for bad in (["--min-growth", "lots"], ["--min-growth", "-3mb"], ["--min-duration", "0"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad + ["s.py"])
+    # every flag is a real tracker option
+    assert set(tracker_options(parser.parse_args(
+        ["--min-growth", "1", "--min-duration", "1", "--min-samples", "2", "--segments", "2",
+         "--warmup", "1", "--sample-interval", "1", "--timer-interval", "1", "--confirm",
+         "blocks", "--top-types", "1", "--retainers", "1", "s.py"]))) <= set(DEFAULTS)
+
+
+@needs_tracker
+def test_run_passes_verdict_flags_to_the_tracker(tmp_path):
+    program = textwrap.dedent("""
+        import json, memwatch
+        print(json.dumps(memwatch.tracker_info()["options"]))
+    """)
+    proc = _memwatch_run(tmp_path, program, "--min-growth", "3mb", "--min-duration", "45",
+                         "--sample-interval", "2")
+    assert proc.returncode == 0, proc.stderr
+    options = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert options["min_growth"] == 3 << 20 and options["min_duration"] == 45.0
+    assert options["sample_interval"] == 2.0
+
+
+def test_bad_flag_value_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "memwatch.runner", "--min-growth", "lots",
+                           "x.py"], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)))
+    assert proc.returncode == 2 and "not a size: 'lots'" in proc.stderr

@@ -5,6 +5,7 @@ Timing is never asserted: tests wait for events with generous deadlines."""
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ from memwatch._verdict import LeakDetector, Verdict
 
 STATS_KEYS = ["num_full_gc", "num_inc_gc", "heap_compactions", "estimated_base", "current_base",
               "min", "max", "usage_trend", "timestamp", "pause", "collected", "uncollectable",
-              "rss", "measure"]
+              "rss", "measure", "kind"]
 REASON = re.compile(r"^heap growth over \d+ consecutive GCs \((\d+h )?(\d+m )?\d+s\) - "
                     r"-?[\d.]+ (bytes|kb|mb|gb)/hr$")
 
@@ -215,7 +216,8 @@ def test_failing_measure_falls_back_to_rss(caplog):
     memwatch.configure(measure=broken)
     with caplog.at_level(logging.ERROR, logger="memwatch"):
         stats = memwatch.gc()
-    assert stats["current_base"] == stats["rss"]
+    assert stats["current_base"] == stats["rss"] > 0
+    assert stats["measure"] == "rss"      # the fallback is named, not hidden
     assert "measure" in caplog.text
 
 
@@ -439,12 +441,13 @@ def test_leak_event_payload_end_to_end():
         time.sleep(0.01)
     assert leaks, "no leak event for a steadily growing base"
     info = leaks[0]
-    assert list(info) == ["start", "end", "growth", "reason", "samples", "top_types"]
+    assert list(info)[:6] == ["start", "end", "growth", "reason", "samples", "top_types"]
+    assert info["kind"] in ("gc", "clock") and info["confirmation"]["confirmed"]
     assert info["start"].tzinfo is not None and info["start"] < info["end"]
     assert info["growth"] >= 2 << 20 and info["samples"] >= 5
     assert REASON.match(info["reason"]), info["reason"]
     assert f"over {info['samples']} consecutive GCs" in info["reason"]
-    assert info["top_types"] and set(info["top_types"][0]) == {"what", "count_change", "size_change"}
+    assert info["top_types"] and {"what", "count_change", "size_change"} <= set(info["top_types"][0])
     assert "object" in [t["what"] for t in info["top_types"]]
     assert memwatch.tracker_info()["last_leak"]["reason"] == info["reason"]
 
@@ -652,3 +655,128 @@ def test_fork_from_a_thread_restarts_the_worker(run_script):
     """)
     alive, delivered = proc.stdout.split()
     assert alive == "True" and int(delivered) == 5
+
+
+# -- measures that cannot be read (issue 14) ----------------------------------------------
+
+@pytest.fixture
+def no_rss(monkeypatch):
+    """RSS unreadable: no /proc/self/statm and no psutil."""
+    import sys as _sys
+    from memwatch import _measures
+    monkeypatch.setattr(_measures, "_statm_fd", None)
+    monkeypatch.setattr(_measures, "_open_statm", lambda: None)
+    monkeypatch.setattr(_measures, "_psutil_proc", None)
+    monkeypatch.setitem(_sys.modules, "psutil", None)
+    assert _measures.read_rss() is None
+
+
+def test_unreadable_rss_is_a_clear_error_never_a_zero(no_rss):
+    with pytest.raises(RuntimeError, match=r"RSS.*/proc.*psutil.*measure='blocks'"):
+        memwatch.configure(measure="rss")
+    with pytest.raises(RuntimeError, match="RSS"):
+        memwatch.start()
+    assert not memwatch.tracker_info()["running"]
+    # Another measure works; the payload says RSS is unknown instead of 0.
+    memwatch.configure(measure="blocks")
+    stats = memwatch.gc()
+    assert stats["measure"] == "blocks" and stats["current_base"] > 0
+    assert stats["rss"] is None
+
+
+def test_failing_callable_falls_back_to_a_named_measure(no_rss, caplog):
+    def broken():
+        raise OSError("no")
+    memwatch.configure(measure=broken)
+    with caplog.at_level(logging.ERROR, logger="memwatch"):
+        stats = memwatch.gc()
+    # Neither the callable nor RSS can be read: no sample, never a zero.
+    assert stats == {}
+    assert "measure" in caplog.text
+
+
+# -- out of gc.callbacks, clock samples, confirmation --------------------------------------
+
+def test_without_gc_callbacks_collections_are_noticed_on_the_clock():
+    before = list(gc.callbacks)
+    memwatch.configure(gc_callbacks=False, timer_interval=None, sample_interval=0.02)
+    events = []
+    memwatch.on("stats", events.append)
+    assert gc.callbacks == before, "gc_callbacks=False must stay out of gc.callbacks"
+    stats = memwatch.gc()                     # memwatch's own: recorded directly
+    assert stats["kind"] == "gc" and stats["current_base"] > 0 and stats["pause"] > 0
+    assert stats["num_full_gc"] == 1
+    gc.collect()                              # the program's own: noticed by the next tick
+    assert wait_for(lambda: len(events) >= 2)
+    assert events[1]["num_full_gc"] == 2 and events[1]["pause"] is None
+    with memwatch.HeapDiff():                 # quiet collections: not samples
+        pass
+    time.sleep(0.2)
+    info = memwatch.tracker_info()
+    assert info["num_full_gc"] == 2 and not info["gc_callbacks"]
+    assert wait_for(lambda: memwatch.tracker_info()["clock_samples"] >= 3)
+    assert memwatch.tracker_info()["last_sample"]["kind"] in ("clock", "gc")
+
+
+def test_auto_leaves_gc_callbacks_while_young_collections_are_frequent():
+    memwatch.configure(callbacks_max_rate=50.0, timer_interval=None)
+    memwatch.start()
+    assert memwatch.tracker_info()["gc_callbacks"] and _gchook.installed()
+    deadline = time.monotonic() + 30
+    while memwatch.tracker_info()["gc_callbacks"] and time.monotonic() < deadline:
+        for _ in range(20000):                # cyclic garbage: a young collection per 700
+            a = []
+            a.append(a)
+    assert not memwatch.tracker_info()["gc_callbacks"] and not _gchook.installed()
+    # Idle again: well under the rate, it goes back in.
+    assert wait_for(lambda: memwatch.tracker_info()["gc_callbacks"], timeout=30)
+    assert memwatch.tracker_info()["callback_switches"] >= 2
+
+
+def _leak_run(garbage: bool):
+    """In-process: clock samples, and no full collection but the confirmation's."""
+    from collections import deque
+    memwatch.configure(measure="blocks", min_growth=20_000, min_duration=1.0, warmup=0.0,
+                       sample_interval=0.02, timer_interval=None, gc_callbacks=False,
+                       top_types=3, retainers=1, confirm_budget=1.0)
+    leaks = []
+    kept = []
+    recent = deque(maxlen=20)     # cycles live long enough to reach the oldest generation
+    thresholds = gc.get_threshold()
+    gc.set_threshold(thresholds[0], thresholds[1], 10**9)   # the program never collects gen 2
+    try:
+        deadline = time.monotonic() + 8.5
+        for i in itertools.count():
+            if i == 30:           # the working set (the deque) is full: start judging
+                memwatch.on("leak", leaks.append)
+            if time.monotonic() > deadline or leaks:
+                break
+            batch = []
+            for j in range(400):
+                node = {"n": j}
+                node["self"] = node
+                batch.append(node)
+            (recent if garbage else kept).append(batch)
+            time.sleep(0.01)
+    finally:
+        gc.set_threshold(*thresholds)
+    return leaks, memwatch.tracker_info()
+
+
+def test_clock_suspicion_of_cyclic_garbage_is_rejected_by_a_full_collection():
+    leaks, info = _leak_run(garbage=True)
+    assert leaks == [], str([x["confirmation"] for x in leaks])
+    assert info["suspects"] >= 1 and info["rejected"] >= 1, info
+    conf = info["last_confirmation"]
+    assert conf["confirmed"] is False and conf["kept"] < conf["needed"]
+
+
+def test_clock_suspicion_of_a_real_leak_is_confirmed_and_reported():
+    leaks, info = _leak_run(garbage=False)
+    assert leaks, info
+    leak = leaks[0]
+    assert leak["kind"] == "clock" and "over" in leak["reason"] and "samples" in leak["reason"]
+    assert leak["confirmation"]["confirmed"] and leak["confirmation"]["kept"] > 0
+    assert leak["top_types"][0]["what"] == "dict"
+    assert "holder" in leak["top_types"][0]
+    assert info["last_leak"]["reason"] == leak["reason"]

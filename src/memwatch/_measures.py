@@ -21,7 +21,8 @@ import sys
 import threading
 from typing import Callable
 
-__all__ = ["Measure", "get_measure", "read_rss", "MEASURES"]
+__all__ = ["Measure", "get_measure", "read_rss", "rss_source", "check_readable",
+           "MeasureUnavailable", "MEASURES"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _statm_fd: int | None = None
@@ -38,8 +39,15 @@ def _open_statm() -> int | None:
         return None
 
 
-def read_rss() -> int:
-    """Resident set size of this process, in bytes (0 if it cannot be read)."""
+class MeasureUnavailable(RuntimeError):
+    """A measure cannot be read on this system (no /proc, no psutil, ...)."""
+
+
+def read_rss() -> int | None:
+    """Resident set size of this process, in bytes; None if it cannot be read.
+
+    Never 0 for "unknown": a zero RSS in a payload would read as a real value
+    (issue 14: without /proc the tracker silently reported ``rss`` 0)."""
     global _statm_fd, _psutil_proc
     fd = _statm_fd
     if fd is None and sys.platform.startswith("linux"):
@@ -58,8 +66,24 @@ def read_rss() -> int:
             _psutil_proc = psutil.Process()
         return int(_psutil_proc.memory_info().rss)
     except Exception:
-        return 0
+        return None
 
+
+def rss_source() -> str | None:
+    """Where :func:`read_rss` gets its number: 'statm', 'psutil' or None (unreadable)."""
+    if read_rss() is None:
+        return None
+    return "statm" if _statm_fd is not None else "psutil"
+
+
+def _read_rss_strict() -> int:
+    rss = read_rss()
+    if rss is None:
+        raise MeasureUnavailable(
+            "cannot read the process RSS: /proc/self/statm is not readable (is /proc "
+            "mounted?) and psutil is not installed or failed; install psutil, mount /proc, "
+            "or use another measure: memwatch.configure(measure='blocks')")
+    return rss
 
 def _reset_after_fork() -> None:
     global _statm_fd, _psutil_proc, _statm_lock
@@ -115,7 +139,7 @@ def _read_tracemalloc() -> int:
 
 MEASURES: dict[str, Measure] = {
     "rss": Measure(
-        "rss", read_rss, in_callback=True,
+        "rss", _read_rss_strict, in_callback=True,
         doc="process resident set size (bytes): everything the process holds in RAM, "
             "Python objects and C extensions alike"),
     "uss": Measure(
@@ -137,6 +161,22 @@ MEASURES: dict[str, Measure] = {
         doc="bytes traced by tracemalloc (requires tracemalloc.start(); tracing slows "
             "every allocation)"),
 }
+
+
+def check_readable(measure: Measure) -> None:
+    """Read ``measure`` once; raise :class:`MeasureUnavailable` naming it and the fix if
+    it cannot be read here (called when the tracker starts or is reconfigured)."""
+    try:
+        value = measure.read()
+    except MeasureUnavailable:
+        raise
+    except Exception as exc:
+        raise MeasureUnavailable(f"measure {measure.name!r} cannot be read: {exc!r}; "
+                                 "fix it or choose another measure with "
+                                 "memwatch.configure(measure=...)") from exc
+    if value is None:
+        raise MeasureUnavailable(f"measure {measure.name!r} returned None; it must return "
+                                 "a number (bytes)")
 
 
 def get_measure(spec: "str | Callable[[], int] | Measure") -> Measure:

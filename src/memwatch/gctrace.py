@@ -73,8 +73,13 @@ def _flush() -> None:
             _level,
             "[%d] %8d ms: gen %d, %s -> %s rss, %d -> %d blocks, %.2f ms, collected %d, "
             "uncollectable %d%s",
-            pid, (end - _t0) * 1000, gen, format_size(rss0), format_size(rss), blocks0, blocks,
+            pid, (end - _t0) * 1000, gen, _size(rss0), _size(rss), blocks0, blocks,
             pause * 1000, collected, uncollectable, " [memwatch]" if quiet else "")
+
+
+def _size(rss: int | None) -> str:
+    # read_rss() is None where RSS cannot be read (no /proc, no psutil): say so.
+    return "?" if rss is None else format_size(rss)
 
 
 def is_tracing() -> bool:

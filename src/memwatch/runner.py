@@ -62,6 +62,11 @@ def format_leak(info: dict) -> str:
         shown = ", ".join(f"{t.get('what')} {t.get('count_change', 0):+d} "
                           f"({format_size(t.get('size_change', 0))})" for t in top[:5])
         line += f"; top: {shown}"
+        holders = [f"{t.get('what')} held by {t['holder']}" for t in top if t.get("holder")]
+        if holders:
+            line += "; " + "; ".join(holders)
+    if info.get("kind"):
+        line += f" [{info['kind']} samples]"
     return line
 
 
@@ -157,10 +162,85 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what current_base measures: rss (default), uss, python, blocks, tracemalloc")
     parser.add_argument("--time-scale", type=float, default=None, metavar="X",
                         help="multiply the tracker's durations (leak window, timer) by X")
+    verdict = parser.add_argument_group(
+        "leak verdict", "the tracker's options (memwatch.configure); defaults in docs/tracker.md")
+    verdict.add_argument("--min-growth", type=_size, metavar="SIZE",
+                         help="smallest rise reported, e.g. 4mb, 500kb, 4194304 (default 4 MiB; "
+                              "with --measure blocks, a count of blocks)")
+    verdict.add_argument("--min-duration", type=_seconds, metavar="S",
+                         help="shortest window judged, seconds (default 60)")
+    verdict.add_argument("--min-samples", type=int, metavar="N",
+                         help="fewest samples in a window (default 5)")
+    verdict.add_argument("--segments", type=int, metavar="N",
+                         help="slices of the window whose floors must all rise (default 4)")
+    verdict.add_argument("--warmup", type=_seconds, metavar="S",
+                         help="no window starts this soon after start (default 0.4 x min-duration)")
+    verdict.add_argument("--sample-interval", type=_optional_seconds, metavar="S", default=_UNSET,
+                         help="clock samples every S seconds ('none': only after full "
+                              "collections; default 1)")
+    verdict.add_argument("--timer-interval", type=_optional_seconds, metavar="S", default=_UNSET,
+                         help="force a full collection when none happened for S seconds "
+                              "('none': never; default 5)")
+    verdict.add_argument("--confirm", choices=("blocks", "none"),
+                         help="with a process-wide measure, live blocks must grow too (default "
+                              "blocks)")
+    verdict.add_argument("--top-types", type=int, metavar="N",
+                         help="growing types listed in a leak event (0: no censuses; default 10)")
+    verdict.add_argument("--retainers", type=int, metavar="N",
+                         help="one retainer path for each of the first N top types (default 3)")
     parser.add_argument("-m", dest="module", metavar="MODULE",
                         help="run a module as 'python -m MODULE' does, instead of a script")
     parser.add_argument("target", nargs=argparse.REMAINDER,
                         help="script.py [args...] (or, with -m, the module's args)")
+
+
+_UNSET = object()  # default of the flags whose value may be None (argparse converts str defaults)
+_UNITS = {"": 1, "b": 1, "kb": 1024, "k": 1024, "mb": 1024 ** 2, "m": 1024 ** 2,
+          "gb": 1024 ** 3, "g": 1024 ** 3, "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3}
+
+
+def _size(text: str) -> int:
+    import re
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _UNITS or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (a positive number of bytes, or with a unit: 500kb, 4mb, 1gb)")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (positive seconds, e.g. 60)")
+    return value
+
+
+def _optional_seconds(text: str) -> float | None:
+    return None if text.lower() in ("none", "off") else _seconds(text)
+
+
+#: argparse destination -> memwatch.configure option (flags left unset are not passed)
+_VERDICT_FLAGS = ("min_growth", "min_duration", "min_samples", "segments", "warmup",
+                  "sample_interval", "timer_interval", "confirm", "top_types", "retainers")
+
+
+def tracker_options(ns: argparse.Namespace) -> dict[str, Any]:
+    """The memwatch.configure() options given on the command line."""
+    options: dict[str, Any] = {}
+    for key in ("measure", "time_scale") + _VERDICT_FLAGS:
+        if key in ("sample_interval", "timer_interval"):
+            raw = getattr(ns, key, _UNSET)
+            if raw is not _UNSET:      # None ('none' on the command line) is a value here
+                options[key] = raw
+            continue
+        value = getattr(ns, key, None)
+        if value is not None:
+            options[key] = None if (key == "confirm" and value == "none") else value
+    return options
 
 
 def _now() -> _dt.datetime:
@@ -187,8 +267,7 @@ def run(ns: argparse.Namespace) -> int:
     server = None
     code: int = 0
     try:
-        options = {k: v for k, v in (("measure", ns.measure), ("time_scale", ns.time_scale))
-                   if v is not None}
+        options = tracker_options(ns)
         if options:
             import memwatch
             memwatch.configure(**options)

@@ -37,6 +37,8 @@ class Run:
         parser.add_argument("--measure", default="rss", help="the tracker's measure")
         parser.add_argument("--top-types", type=int, default=10,
                             help="top_types option of the tracker (0: no censuses)")
+        parser.add_argument("--retainers", type=int, default=None,
+                            help="retainers option of the tracker (default: the default)")
         self.args = parser.parse_args()
         self.name = name
         self.leaking = leaking
@@ -50,10 +52,13 @@ class Run:
         self.done = threading.Event()
         # Budgets are fractions of real time: at scale s, the same budget per
         # nominal second is budget / s of real time.
+        from memwatch.tracker import DEFAULTS
+        budgets = {key: min(0.25, DEFAULTS[key] / self.scale)
+                   for key in ("timer_budget", "census_budget", "confirm_budget")}
         memwatch.configure(time_scale=self.scale, measure=self.args.measure,
-                           top_types=self.args.top_types,
-                           timer_budget=min(0.25, 0.005 / self.scale),
-                           census_budget=min(0.25, 0.002 / self.scale))
+                           top_types=self.args.top_types, **budgets)
+        if self.args.retainers is not None:
+            memwatch.configure(retainers=self.args.retainers)
         memwatch.on("leak", self._on_leak)
         memwatch.on("stats", self._on_stats)
         self.t0 = time.monotonic()
@@ -85,7 +90,9 @@ class Run:
         record = {"t": round(t, 1), "after_leak_start": round(since, 1),
                   "reason": info["reason"], "growth": info["growth"],
                   "samples": info["samples"],
-                  "top_types": [d["what"] for d in info["top_types"][:5]],
+                  "top_types": [d["what"] for d in info["top_types"][:10]],
+                  "holders": [d.get("holder") for d in info["top_types"][:3]],
+                  "kind": info.get("kind"),
                   "thread": threading.current_thread().name}
         with self._lock:
             self.leaks.append(record)
@@ -108,6 +115,8 @@ class Run:
                   "ran": round(self.now(), 1), "leak_started": self.leak_started,
                   "leaks": self.leaks, "stats": self.stats,
                   "num_full_gc": info["num_full_gc"], "num_inc_gc": info["num_inc_gc"],
+                  "clock_samples": info["clock_samples"], "suspects": info["suspects"],
+                  "rejected": info["rejected"],
                   "max_base": self.max_base, **extra}
         print("RESULT " + json.dumps(result), flush=True)
         memwatch.stop()
@@ -144,6 +153,22 @@ class Pacer:
         while self.made < due:
             sink(make())
             self.made += 1
+
+
+def heap_arg(default: int = 500_000) -> int:
+    """The scenario's ``--heap N`` (long-lived objects), removed from sys.argv for Run."""
+    import sys
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--heap", type=int, default=default)
+    ns, rest = pre.parse_known_args()
+    sys.argv[1:] = rest
+    return ns.heap
+
+
+def long_lived_heap(n: int) -> list:
+    """``n`` small dicts (about 3 objects and 350 bytes each) that live for the whole run:
+    a big heap, on which CPython's full collections are rare and slow."""
+    return [{"id": i, "tags": [i], "name": "item%d" % i} for i in range(n)]
 
 
 def churn(n: int = 2000) -> None:
