@@ -2,8 +2,8 @@
 
     python benchmarks/bench_services.py [--quick] [--rate 100] [--jobs 8] [--cost] [names...]
 
-Serves every app of ``tests/services/`` (Flask under gunicorn, FastAPI under
-uvicorn, Flask under waitress, a job worker), each leaky and clean, with
+Serves every app of ``tests/services/`` (Flask and Django under gunicorn,
+FastAPI under uvicorn, Flask under waitress, a job worker), each leaky and clean, with
 memwatch's leak listener inside the serving process and a bounded load
 generator on loopback (``tests/services/_harness.py``), all at once by
 default (``--jobs``), and prints per run: the verdict, the time from the start
@@ -151,7 +151,7 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=None, help="the tracker's time_scale")
     p.add_argument("--rate", type=float, default=None, help="requests per second per server")
     p.add_argument("--cap", type=float, default=None, help="longest leaky run (real seconds)")
-    p.add_argument("--jobs", type=int, default=8, help="runs at once (default 8: all)")
+    p.add_argument("--jobs", type=int, default=None, help="runs at once (default: all)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--cost", action="store_true", help="server CPU per request instead")
     p.add_argument("--cost-seconds", type=float, default=30.0)
@@ -166,6 +166,8 @@ def main() -> None:
         print("skipped (pip install 'memwatch[services]'): " + "; ".join(
             f"{n} needs {', '.join(m)}" for n, m in missing.items()) + "\n")
         names = [n for n in names if n not in missing]
+    if args.jobs is None:
+        args.jobs = 2 * len(names) or 1
     if args.quick:
         defaults = {"scale": 0.1, "rate": 200.0, "cap": 150.0}
         args.clean_requests, args.clean_cap = 9000, 450.0

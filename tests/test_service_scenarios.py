@@ -1,10 +1,10 @@
 """Leaks in real services: real frameworks under real servers, driven on loopback.
 
-Each app of ``tests/services/`` (Flask under gunicorn, FastAPI under uvicorn,
-Flask under waitress, a job worker) runs twice at once, leaky and clean, with
-memwatch's leak listener inside the serving process and a load generator of
-its own (``tests/services/_harness.py``, one subprocess per run: eight
-servers and eight load generators share the machine).  The tracker runs at a
+Each app of ``tests/services/`` (Flask and Django under gunicorn, FastAPI
+under uvicorn, Flask under waitress, a job worker) runs twice at once, leaky
+and clean, with memwatch's leak listener inside the serving process and a
+load generator of its own (``tests/services/_harness.py``, one subprocess per
+run: ten servers and ten load generators share the machine).  The tracker runs at a
 time scale of 1/10 (a one-minute verdict window in six seconds; bytes are not
 scaled).  Leaky apps must be reported with the leaking type among
 ``top_types``; clean twins must never be, after serving at least as many

@@ -53,6 +53,11 @@ class Scenario:
                     "--worker-class", "gthread", "--bind", f"127.0.0.1:{port}",
                     "--timeout", "300", "--graceful-timeout", "5",
                     "--log-level", "warning", "flask_cache:app"]
+        if self.name == "django_signals":
+            return [py, "-m", "gunicorn", "--workers", "1", "--threads", "4",
+                    "--worker-class", "gthread", "--bind", f"127.0.0.1:{port}",
+                    "--timeout", "300", "--graceful-timeout", "5",
+                    "--log-level", "warning", "django_signals:application"]
         if self.name == "fastapi_tasks":
             return [py, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
                     "--loop", "asyncio", "--http", "h11", "--log-level", "warning",
@@ -73,6 +78,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("flask_logging", ("flask", "waitress"), "logging.StreamHandler",
              "waitress (4 threads)", "/order/{n}",
              "a logging.StreamHandler added per request"),
+    Scenario("django_signals", ("django", "gunicorn"), "django_signals.OrderWatcher",
+             "gunicorn (gthread, 1 worker x 4 threads)", "/order/{n}",
+             "DEBUG=True; a signal receiver connected per request (weak=False)"),
     Scenario("worker_jobs", (), "__main__.JobRecord",
              "its own loop (jobs as JSON lines on TCP)", "",
              "a job worker appending every job's record to a list"),
