@@ -40,28 +40,24 @@ class Scenario:
     name: str
     requires: tuple[str, ...]      # importable modules the app needs
     expect_type: str               # what a leak report's top_types must name
-    server: str                    # who serves it (for the tables)
+    server: str                    # "gunicorn", "uvicorn" or "script" (the app serves itself)
+    target: str = ""               # the WSGI/ASGI app for gunicorn/uvicorn ("module:name")
     path: str = ""                 # HTTP path template ({n}: request number); "" = job lines
     description: str = ""
 
     def command(self, port: int) -> list[str]:
         py = sys.executable
-        if self.name == "flask_cache":
-            # One sync worker with threads; no --preload, so the app (and
+        if self.server == "gunicorn":
+            # One worker with 4 threads; no --preload, so the app (and
             # memwatch) is imported in the worker that serves the requests.
             return [py, "-m", "gunicorn", "--workers", "1", "--threads", "4",
                     "--worker-class", "gthread", "--bind", f"127.0.0.1:{port}",
                     "--timeout", "300", "--graceful-timeout", "5",
-                    "--log-level", "warning", "flask_cache:app"]
-        if self.name == "django_signals":
-            return [py, "-m", "gunicorn", "--workers", "1", "--threads", "4",
-                    "--worker-class", "gthread", "--bind", f"127.0.0.1:{port}",
-                    "--timeout", "300", "--graceful-timeout", "5",
-                    "--log-level", "warning", "django_signals:application"]
-        if self.name == "fastapi_tasks":
+                    "--log-level", "warning", self.target]
+        if self.server == "uvicorn":
             return [py, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
                     "--loop", "asyncio", "--http", "h11", "--log-level", "warning",
-                    "--no-access-log", "fastapi_tasks:app"]
+                    "--no-access-log", self.target]
         return [py, f"{self.name}.py", str(port)]
 
     def missing(self) -> list[str]:
@@ -69,21 +65,18 @@ class Scenario:
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("flask_cache", ("flask", "gunicorn"), "flask_cache.RenderedPage",
-             "gunicorn (gthread, 1 worker x 4 threads)", "/page/{item}?v={n}",
-             "module-level dict memoising every URL"),
-    Scenario("fastapi_tasks", ("fastapi", "uvicorn"), "_asyncio.Task",
-             "uvicorn (asyncio, h11)", "/report/{n}",
-             "finished asyncio tasks kept in a set"),
-    Scenario("flask_logging", ("flask", "waitress"), "logging.StreamHandler",
-             "waitress (4 threads)", "/order/{n}",
-             "a logging.StreamHandler added per request"),
+    Scenario("flask_cache", ("flask", "gunicorn"), "flask_cache.RenderedPage", "gunicorn",
+             "flask_cache:app", "/page/{item}?v={n}", "module-level dict memoising every URL"),
     Scenario("django_signals", ("django", "gunicorn"), "django_signals.OrderWatcher",
-             "gunicorn (gthread, 1 worker x 4 threads)", "/order/{n}",
+             "gunicorn", "django_signals:application", "/order/{n}",
              "DEBUG=True; a signal receiver connected per request (weak=False)"),
-    Scenario("worker_jobs", (), "__main__.JobRecord",
-             "its own loop (jobs as JSON lines on TCP)", "",
-             "a job worker appending every job's record to a list"),
+    Scenario("fastapi_tasks", ("fastapi", "uvicorn"), "_asyncio.Task", "uvicorn",
+             "fastapi_tasks:app", "/report/{n}", "finished asyncio tasks kept in a set"),
+    # waitress is started by the app's own __main__ (waitress.serve, 4 threads).
+    Scenario("flask_logging", ("flask", "waitress"), "logging.StreamHandler", "script",
+             "", "/order/{n}", "a logging.StreamHandler added per request"),
+    Scenario("worker_jobs", (), "__main__.JobRecord", "script", "", "",
+             "a job worker appending every job's record to a list (jobs as JSON lines on TCP)"),
 )}
 
 
