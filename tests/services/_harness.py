@@ -154,8 +154,7 @@ class Load:
         with self.lock:
             n = self.issued
             if self.limit is not None and n >= self.limit:
-                self.stop.set()
-                return None
+                return None              # this client is done; the others finish their slots
             self.issued += 1
         delay = self.t0 + n / self.rate - time.monotonic()
         if delay > 0 and self.stop.wait(delay):
@@ -277,6 +276,8 @@ def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
             while not load.stop.is_set():
                 if time.monotonic() - load.t0 >= duration or proc.poll() is not None:
                     break
+                if not any(t.is_alive() for t in threads_):
+                    break                # all requests issued and answered
                 if stop_at_leak and leak and jsonl is not None and any(
                         e["event"] == "leak" for e in read_events(jsonl)):
                     break
