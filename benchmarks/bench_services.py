@@ -139,8 +139,9 @@ def cost(args, names: list[str]) -> int:
             continue
         plain, tracked = statistics.median(per[False]), statistics.median(per[True])
         print(f"{name:<15}{plain:>14.0f}{tracked:>17.0f}{tracked / plain:>8.3f}")
-    print("\nCPU: user + system of the serving processes (gunicorn's master and worker), "
-          "start-up included, divided by the requests served.")
+    print("\nCPU: user + system of the serving processes (gunicorn's master and worker) "
+          "from the start of the load to its end (start-up left out), divided by the requests "
+          "served.")
     return 0
 
 

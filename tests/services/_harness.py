@@ -221,7 +221,7 @@ class Result:
     stats: int = 0
     rss_first: int | None = None     # the server's RSS at its first and last stats sample
     rss_last: int | None = None
-    server_cpu: float | None = None  # CPU seconds of the serving process(es) until the end
+    server_cpu: float | None = None  # CPU seconds of the serving process(es) during the load
     pid: int | None = None
     options: dict | None = None
     returncode: int | None = None
@@ -269,9 +269,11 @@ def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
                                 stdout=subprocess.DEVNULL, stderr=errlog,
                                 start_new_session=True)
         threads_ = []
+        cpu0 = None
         load = Load(scenario, port, rate, threads, requests)
         try:
             wait_ready(port, proc, jsonl, startup_timeout)
+            cpu0 = server_cpu(proc.pid)     # start-up (imports) left out of the load's CPU
             threads_ = load.start()
             while not load.stop.is_set():
                 if time.monotonic() - load.t0 >= duration or proc.poll() is not None:
@@ -289,7 +291,9 @@ def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
                 t.join(timeout=70)
             result.returncode = proc.poll()
             if result.returncode is None:
-                result.server_cpu = server_cpu(proc.pid)
+                cpu1 = server_cpu(proc.pid)
+                if cpu0 is not None and cpu1 is not None:
+                    result.server_cpu = round(cpu1 - cpu0, 3)
                 # The whole session: gunicorn's worker too.
                 os.killpg(proc.pid, signal.SIGTERM)
                 try:

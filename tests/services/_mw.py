@@ -55,7 +55,7 @@ def _scaled_options(scale: float) -> dict:
     corpus's harness does the same).  Options a newer tracker dropped are left
     out rather than failing, so the harness runs unchanged across tracker
     versions."""
-    known = set(memwatch.tracker_info()["options"])
+    known = set(memwatch.tracker_info().get("options") or ())
     wanted = {"time_scale": scale,
               "timer_budget": min(0.25, 0.005 / scale),
               "census_budget": min(0.25, 0.002 / scale)}
@@ -73,4 +73,4 @@ def install() -> None:
     memwatch.on("leak", _on_leak)
     memwatch.on("stats", _on_stats)
     _write({"event": "ready", "pid": os.getpid(), "wall": time.time(),
-            "options": options or memwatch.tracker_info()["options"]})
+            "options": options or memwatch.tracker_info().get("options")})
