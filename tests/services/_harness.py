@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,13 +41,20 @@ class Scenario:
     name: str
     requires: tuple[str, ...]      # importable modules the app needs
     expect_type: str               # what a leak report's top_types must name
-    server: str                    # "gunicorn", "uvicorn" or "script" (the app serves itself)
+    server: str                    # "gunicorn", "uvicorn", "script" (the app serves itself)
+                                   # or "run" (the script under `memwatch run --jsonl`)
     target: str = ""               # the WSGI/ASGI app for gunicorn/uvicorn ("module:name")
     path: str = ""                 # HTTP path template ({n}: request number); "" = job lines
     description: str = ""
 
-    def command(self, port: int) -> list[str]:
+    def command(self, port: int, jsonl: Path | None = None, scale: float = 1.0) -> list[str]:
         py = sys.executable
+        if self.server == "run" and jsonl is not None:
+            # memwatch's own wrapper instead of _mw.install(): the events come
+            # from `memwatch run --jsonl` (see read_events for its line format).
+            scaled = ["--time-scale", repr(scale)] if scale != 1 else []
+            return [py, "-m", "memwatch", "run", "--jsonl", str(jsonl), "-q", *scaled,
+                    f"{self.name}.py", str(port)]
         if self.server == "gunicorn":
             # One worker with 4 threads; no --preload, so the app (and
             # memwatch) is imported in the worker that serves the requests.
@@ -75,7 +83,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     # waitress is started by the app's own __main__ (waitress.serve, 4 threads).
     Scenario("flask_logging", ("flask", "waitress"), "logging.StreamHandler", "script",
              "", "/order/{n}", "a logging.StreamHandler added per request"),
-    Scenario("worker_jobs", (), "__main__.JobRecord", "script", "", "",
+    Scenario("worker_jobs", (), "__main__.JobRecord", "run", "", "",
              "a job worker appending every job's record to a list (jobs as JSON lines on TCP)"),
 )}
 
@@ -87,6 +95,7 @@ def free_port() -> int:
 
 
 def server_env(jsonl: Path | None, scale: float, leak: bool) -> dict[str, str]:
+    """The server's environment; ``jsonl`` None: _mw.install() stays off."""
     env = dict(os.environ)
     # The apps import _mw from this folder; memwatch comes from wherever the
     # caller imports it (an installed package, or src/ in a checkout).
@@ -107,7 +116,36 @@ def read_events(jsonl: Path) -> list[dict]:
         text = jsonl.read_text()
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    events = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:       # `memwatch run` flushes whole lines, but be safe
+            continue
+        events.append(event if "wall" in event else _from_runner(event))
+    return events
+
+
+def _wall(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def _from_runner(event: dict) -> dict:
+    """A `memwatch run --jsonl` line in _mw.py's shape."""
+    kind = event.get("event")
+    if kind == "start":
+        return {"event": "ready", "pid": event.get("pid"), "wall": _wall(event["timestamp"]),
+                "options": None}
+    if kind == "stats":
+        return {"event": "stats", "wall": _wall(event["timestamp"]),
+                "current_base": event.get("current_base"), "rss": event.get("rss")}
+    if kind == "leak":
+        return {"event": "leak", "wall": _wall(event["end"]), "reason": event.get("reason"),
+                "growth": event.get("growth"), "samples": event.get("samples"),
+                "top_types": [d.get("what") for d in event.get("top_types") or []]}
+    return {"event": kind, "wall": 0.0}
 
 
 def wait_ready(port: int, proc: subprocess.Popen, jsonl: Path | None, timeout: float) -> None:
@@ -264,8 +302,9 @@ def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
         port = free_port()
         spawned = time.time()
         errlog = open(Path(tmp) / "stderr.txt", "w+")    # noqa: SIM115
-        proc = subprocess.Popen(scenario.command(port), cwd=HERE,
-                                env=server_env(jsonl, scale, leak),
+        via_run = scenario.server == "run"
+        proc = subprocess.Popen(scenario.command(port, jsonl, scale), cwd=HERE,
+                                env=server_env(None if via_run else jsonl, scale, leak),
                                 stdout=subprocess.DEVNULL, stderr=errlog,
                                 start_new_session=True)
         threads_ = []
