@@ -8,7 +8,9 @@ run: ten servers and ten load generators share the machine).  The tracker runs a
 time scale of 1/10 (a one-minute verdict window in six seconds; bytes are not
 scaled).  Leaky apps must be reported with the leaking type among
 ``top_types``; clean twins must never be, after serving at least as many
-requests as got their leaky twin reported.  Nothing here asserts timings: a
+requests as got their leaky twin reported (each pair shares a "twin file":
+the clean run goes on until its leaky twin has stopped, then until it has
+served as many requests).  Nothing here asserts timings: a
 loaded machine only makes a run slower.  ``benchmarks/bench_services.py``
 runs the same at memwatch's defaults and prints time to detection.
 """
@@ -31,25 +33,27 @@ sys.path.remove(str(SERVICES))
 SCALE = float(os.environ.get("MEMWATCH_SERVICE_SCALE", "0.1"))
 RATE = 200               # requests (jobs) per second, per server
 LEAKY_CAP = 150          # real seconds: a leaky app unreported by then fails
-CLEAN_REQUESTS = 9000    # 45 s at RATE: more than any leaky twin needed to be reported
+CLEAN_REQUESTS = 6000    # at least (30 s at RATE), and at least as many as the leaky twin
 
 pytestmark = pytest.mark.slow
 
 
-def _args(name: str, leak: bool) -> list[str]:
+def _args(name: str, leak: bool, twin_file: Path) -> list[str]:
     args = [sys.executable, str(SERVICES / "_harness.py"), name, "--scale", str(SCALE),
-            "--rate", str(RATE)]
+            "--rate", str(RATE), "--twin-file", str(twin_file)]
     if leak:
         return args + ["--leak", "--duration", str(LEAKY_CAP)]
-    return args + ["--requests", str(CLEAN_REQUESTS), "--duration", str(3 * LEAKY_CAP)]
+    return args + ["--requests", str(CLEAN_REQUESTS), "--duration", str(2 * LEAKY_CAP)]
 
 
 @pytest.fixture(scope="module")
-def runs():
+def runs(tmp_path_factory):
+    twins = tmp_path_factory.mktemp("service-twins")
     runnable = [n for n, s in SCENARIOS.items() if not s.missing()]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    procs = {(name, leak): subprocess.Popen(_args(name, leak), stdout=subprocess.PIPE,
+    procs = {(name, leak): subprocess.Popen(_args(name, leak, twins / f"{name}.requests"),
+                                            stdout=subprocess.PIPE,
                                             stderr=subprocess.PIPE, text=True, env=env)
              for name in runnable for leak in (True, False)}
     out = {}

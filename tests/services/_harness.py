@@ -290,11 +290,17 @@ def server_cpu(pid: int) -> float | None:
 def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
                  rate: float = 200.0, threads: int = 4, requests: int | None = None,
                  memwatch: bool = True, stop_at_leak: bool = True,
-                 startup_timeout: float = 120.0) -> Result:
+                 twin_file: Path | None = None, startup_timeout: float = 120.0) -> Result:
     """Serve ``name`` (its leaky version if ``leak``) under load.
 
     The load stops after ``duration`` real seconds, after ``requests`` requests,
-    or (a leaky app, ``stop_at_leak``) at the first leak event, whichever is first."""
+    or (a leaky app, ``stop_at_leak``) at the first leak event, whichever is first.
+
+    ``twin_file`` pairs a leaky run with its clean twin running at the same time:
+    the leaky run writes there how many requests it served when it stopped; the
+    clean run goes on until that file appears, then until it has served as many
+    (at least ``requests``), so a clean twin always sees the traffic that got
+    its leaky twin reported, however long that took on a loaded machine."""
     scenario = SCENARIOS[name]
     result = Result(name, leak, scale, memwatch)
     with tempfile.TemporaryDirectory(prefix=f"memwatch-{name}-") as tmp:
@@ -309,7 +315,8 @@ def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
                                 start_new_session=True)
         threads_ = []
         cpu0 = None
-        load = Load(scenario, port, rate, threads, requests)
+        waiting_for_twin = twin_file is not None and not leak
+        load = Load(scenario, port, rate, threads, None if waiting_for_twin else requests)
         try:
             wait_ready(port, proc, jsonl, startup_timeout)
             cpu0 = server_cpu(proc.pid)     # start-up (imports) left out of the load's CPU
@@ -317,6 +324,15 @@ def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
             while not load.stop.is_set():
                 if time.monotonic() - load.t0 >= duration or proc.poll() is not None:
                     break
+                if waiting_for_twin and twin_file.exists():
+                    try:
+                        twin = int(twin_file.read_text())
+                    except ValueError:      # being written
+                        twin = None
+                    if twin is not None:
+                        waiting_for_twin = False
+                        with load.lock:
+                            load.limit = max(twin, requests or 0)
                 if not any(t.is_alive() for t in threads_):
                     break                # all requests issued and answered
                 if stop_at_leak and leak and jsonl is not None and any(
@@ -344,6 +360,10 @@ def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
             result.stderr = errlog.read()[-4000:]
             errlog.close()
         result.requests = load.done
+        if twin_file is not None and leak:
+            tmp_file = twin_file.with_suffix(".tmp")
+            tmp_file.write_text(str(load.done))
+            tmp_file.replace(twin_file)      # whole or absent for the twin's reader
         result.rate = round(load.done / result.ran, 1) if result.ran else 0.0
         result.errors = load.errors[:5]
         if jsonl is not None:
@@ -376,6 +396,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=240.0, help="real seconds of load")
     p.add_argument("--rate", type=float, default=200.0, help="requests per second")
     p.add_argument("--requests", type=int, default=None, help="stop after this many requests")
+    p.add_argument("--twin-file", type=Path, default=None,
+                   help="pair with the twin run: the leaky run writes its request count "
+                        "there, the clean run serves at least as many")
     p.add_argument("--threads", type=int, default=4, help="load generator's connections")
     p.add_argument("--no-memwatch", action="store_true", help="serve without memwatch")
     p.add_argument("--keep-going", action="store_true",
@@ -388,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     result = run_scenario(args.scenario, leak=args.leak, scale=args.scale,
                           duration=args.duration, rate=args.rate, threads=args.threads,
-                          requests=args.requests,
+                          requests=args.requests, twin_file=args.twin_file,
                           memwatch=not args.no_memwatch, stop_at_leak=not args.keep_going)
     print("RESULT " + json.dumps(result.as_dict()), flush=True)
 
