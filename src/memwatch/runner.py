@@ -196,7 +196,8 @@ def run(ns: argparse.Namespace) -> int:
         if ns.serve is not None:
             from memwatch.httpapi import serve
             server = serve(ns.serve, host=ns.host, token=ns.token)
-            print(f"memwatch: HTTP API on {server.url}/ah (status: {server.url}/ah/memoryProfile/status)",
+            print(f"memwatch: HTTP API on {server.url}/ah (live page: {server.ui_url}"
+                  f"{'#token=<your token>' if ns.token else ''})",
                   file=sys.stderr, flush=True)
         code = _run_program(ns.module, target)
     finally:
