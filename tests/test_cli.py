@@ -212,3 +212,42 @@ def test_fuzz_the_reader_with_hypothesis(tmp_path):
         _exercise(path)
 
     run()
+
+
+# ---------------------------------------------------------------------------
+# The first hour (issue 12): the package's surface
+
+def _fresh(code: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_prometheus_is_an_attribute_after_import_memwatch():
+    proc = _fresh("import memwatch, sys; m = memwatch.prometheus; "
+                  "print(m.__name__, callable(m.register), 'prometheus_client' in sys.modules)")
+    assert proc.returncode == 0, proc.stderr
+    # reachable without importing prometheus_client (that waits for register())
+    assert proc.stdout.split() == ["memwatch.prometheus", "True", "False"]
+
+
+def test_prometheus_without_the_client_names_the_install_command():
+    proc = _fresh("import sys; sys.modules['prometheus_client'] = None\n"
+                  "import memwatch\n"
+                  "try:\n    memwatch.prometheus.register()\n"
+                  "except ModuleNotFoundError as e:\n    print('ERR', e.name, '|', e)\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ERR prometheus_client |")
+    assert "pip install 'memwatch[prometheus]'" in proc.stdout
+
+
+def test_dir_memwatch_lists_only_public_names():
+    proc = _fresh("import memwatch, json; print(json.dumps(dir(memwatch)))")
+    names = json.loads(proc.stdout)
+    assert {"census", "HeapDiff", "serve", "prometheus", "format_heapdiff", "__version__"} <= set(names)
+    assert not {"Any", "annotations", "importlib", "_importlib", "_LAZY"} & set(names)
+    assert all(not n.startswith("_") or n == "__version__" for n in names)
+    # and every listed name resolves
+    proc = _fresh("import memwatch\nfor n in dir(memwatch): getattr(memwatch, n)\nprint('ok')")
+    assert proc.stdout.strip() == "ok", proc.stderr

@@ -160,14 +160,16 @@ class Census:
             "types": [r.to_dict() for r in rows],
         }
 
-    def format(self, limit: int = 20) -> str:
-        """A table a person can read."""
-        lines = [f"{'type':<48} {'count':>10} {'size':>12}"]
+    def format(self, limit: int = 20, width: int = 48) -> str:
+        """A table a person can read; type names longer than ``width`` keep their
+        package and class name (``memwatch.formatting.shorten_name``)."""
+        from memwatch.formatting import shorten_name
+        lines = [f"{'type':<{width}} {'count':>10} {'size':>12}"]
         for r in self.rows[:limit]:
-            lines.append(f"{_clip(r.name, 48):<48} {r.count:>10} {format_size(r.size):>12}")
+            lines.append(f"{shorten_name(r.name, width):<{width}} {r.count:>10} {format_size(r.size):>12}")
         if len(self.rows) > limit:
             lines.append(f"... {len(self.rows) - limit} more types")
-        lines.append(f"{'total':<48} {self.total_count:>10} {format_size(self.total_size):>12}")
+        lines.append(f"{'total':<{width}} {self.total_count:>10} {format_size(self.total_size):>12}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -176,10 +178,6 @@ class Census:
     def __repr__(self) -> str:
         return (f"<Census {self.total_count} objects, {format_size(self.total_size)}, "
                 f"{len(self.rows)} types>")
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else "..." + text[-(width - 3):]
 
 
 def census(*, tracked_only: bool = False, collect: bool = False) -> Census:
