@@ -251,3 +251,36 @@ def test_dir_memwatch_lists_only_public_names():
     # and every listed name resolves
     proc = _fresh("import memwatch\nfor n in dir(memwatch): getattr(memwatch, n)\nprint('ok')")
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(SCRIPTS, "find-python.sh")),
+                    reason="needs the source checkout's scripts/")
+def test_find_python_resolves_a_pyenv_shim(tmp_path):
+    """PYTHON=python3.X bash scripts/test.sh on a pyenv machine: the shim of a
+    version that is not active fails; the real interpreter is found instead."""
+    minor = sys.version_info[1]
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    for name in (f"python3.{minor}", "python3.77"):
+        shim = shims / name
+        shim.write_text("#!/bin/sh\necho \"pyenv: $0: command not found\" >&2\nexit 127\n")
+        shim.chmod(0o755)
+    home = tmp_path / "home"
+    real = home / ".pyenv" / "versions" / f"3.{minor}.99" / "bin"
+    real.mkdir(parents=True)
+    (real / "python3").symlink_to(sys.executable)
+    env = {"PATH": f"{shims}:/usr/bin:/bin", "HOME": str(home)}
+    script = os.path.join(SCRIPTS, "find-python.sh")
+    ok = subprocess.run(["bash", script, "--resolve", f"python3.{minor}"], capture_output=True,
+                        text=True, env=env, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.strip() == str(real / "python3"), ok.stderr
+    bad = subprocess.run(["bash", script, "--resolve", "python3.77"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert bad.returncode == 1 and "python3.77" in bad.stderr and "find-python.sh 13" in bad.stderr
+    # a PYTHON that runs is taken as given
+    same = subprocess.run(["bash", script, "--resolve", sys.executable], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert same.stdout.strip() == sys.executable
