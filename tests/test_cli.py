@@ -284,3 +284,17 @@ def test_find_python_resolves_a_pyenv_shim(tmp_path):
     same = subprocess.run(["bash", script, "--resolve", sys.executable], capture_output=True,
                           text=True, env=env, timeout=60)
     assert same.stdout.strip() == sys.executable
+
+
+def test_run_dash_m_unknown_module_is_one_clear_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    for mod in ("nosuchmod_memwatch_test", "json.nosuchsub"):
+        proc = subprocess.run([sys.executable, "-m", "memwatch", "run", "-m", mod],
+                              capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert f"no module named {mod!r}" in proc.stderr and "Traceback" not in proc.stderr
+    # a module in the current directory is found, as python -m finds it
+    (tmp_path / "localmod_mw.py").write_text("print('ran')\n")
+    proc = subprocess.run([sys.executable, "-m", "memwatch", "run", "-q", "-m", "localmod_mw"],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert proc.returncode == 0 and "ran" in proc.stdout, proc.stderr
