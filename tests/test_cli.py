@@ -298,3 +298,47 @@ def test_run_dash_m_unknown_module_is_one_clear_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "memwatch", "run", "-q", "-m", "localmod_mw"],
                           capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert proc.returncode == 0 and "ran" in proc.stdout, proc.stderr
+
+
+def test_summary_n_0_shows_every_row_and_json_has_real_times(tmp_path, capsys):
+    import datetime as dt
+    import time as _time
+    path = tmp_path / "s.heapsnapshot"
+    before = _time.time()
+    memwatch.write_snapshot(str(path))
+    n_types = len(memwatch.load_snapshot(str(path)).type_counts())
+    assert cli.main(["summary", str(path), "-n", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 + n_types + 1 and not any(ln.startswith("...") for ln in out)
+    assert cli.main(["summary", str(path), "-n", "3"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 3 + 1 + 1
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["summary", str(path), "-n", "-1"])
+    assert exc.value.code == 2 and "negative" in capsys.readouterr().err
+    assert cli.main(["summary", str(path), "--json", "-n", "0"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert len(body["types"]) == n_types
+    ts = dt.datetime.fromisoformat(body["timestamp"]).timestamp()
+    assert before - 2 <= ts <= _time.time() + 1 and body["elapsed"] > 0
+
+
+def test_no_temporary_file_left_when_the_process_exits_during_a_dump(tmp_path):
+    # A leak dump runs in a daemon thread; the program ends while it writes.
+    code = f"""
+import os, threading, time
+import memwatch
+from memwatch.snapshot import write_snapshot
+ballast = [[i] for i in range(400000)]
+d = {str(tmp_path)!r}
+t = threading.Thread(target=write_snapshot, args=(os.path.join(d, "x.heapsnapshot"),), daemon=True)
+t.start()
+deadline = time.time() + 60
+while not any(n.endswith(".tmp") for n in os.listdir(d)) and time.time() < deadline:
+    time.sleep(0.001)
+print("exiting with", os.listdir(d))
+"""
+    proc = _fresh(code)
+    assert proc.returncode == 0, proc.stderr
+    assert ".tmp" in proc.stdout, proc.stdout       # the exit did come during the write
+    left = os.listdir(tmp_path)
+    assert not [n for n in left if n.endswith(".tmp")], left
