@@ -342,3 +342,47 @@ print("exiting with", os.listdir(d))
     assert ".tmp" in proc.stdout, proc.stdout       # the exit did come during the write
     left = os.listdir(tmp_path)
     assert not [n for n in left if n.endswith(".tmp")], left
+
+
+class ShortNameSession:
+    pass
+
+
+class ShortNameStore:
+    def __init__(self) -> None:
+        self.items = [ShortNameSession() for _ in range(4)]
+
+
+SHORT_STORE = ShortNameStore()
+
+
+def test_retainers_takes_a_type_name_short_or_full():
+    full = f"{__name__}.ShortNameSession"
+    for asked in ("ShortNameSession", full):
+        paths = memwatch.retainers(asked, limit=10)
+        assert len(paths) == 4, asked
+        assert all(str(p).endswith(f"ShortNameStore.items -> list[{i}] -> {full}")
+                   for i, p in enumerate(sorted(paths, key=str)))
+    with pytest.raises(LookupError, match="did you mean .*ShortNameSession"):
+        memwatch.retainers("ShortNameSesion")
+    with pytest.raises(LookupError, match="no type named 'NoSuchTypeAnywhere'"):
+        memwatch.retainers("NoSuchTypeAnywhere")
+    # a string can still be the object itself
+    assert isinstance(memwatch.retainers("ShortNameSession", instances=False), list)
+
+
+def test_cli_retainers_resolves_short_names_suggests_and_counts_holders(tmp_path, capsys):
+    path = str(tmp_path / "r.heapsnapshot")
+    memwatch.write_snapshot(path)
+    full = f"{__name__}.ShortNameSession"
+    assert cli.main(["retainers", path, "ShortNameSession"]) == 0
+    cap = capsys.readouterr()
+    assert f"is {full!r}" in cap.err and cap.out.count(full) == 4
+    assert cli.main(["retainers", path, "ShortNameSesion"]) == 1
+    assert f"did you mean {full!r}" in capsys.readouterr().out
+    assert cli.main(["retainers", path, "ShortNameSession", "--holders"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"most common holders of {full} (4 instances")
+    assert out[1].split(None, 1) == ["4", "__main__ -> dict 'SHORT_STORE' -> "
+                                      f"{__name__}.ShortNameStore.items -> list[*]"] or \
+        (out[1].split()[0] == "4" and out[1].endswith("ShortNameStore.items -> list[*]"))

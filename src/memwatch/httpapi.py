@@ -532,41 +532,17 @@ def _safe_path(path: Any) -> dict:
 
 
 def resolve_type_name(name: str) -> tuple[type, str]:
-    """The type memwatch calls ``name``; a short name (``Session``) is resolved to the
-    one type whose qualified name ends with it, or a 400 lists the candidates."""
-    import builtins
-    import gc
-    import types as _types
-    from memwatch.typestats import type_name
-    name = (name or "").strip()
-    if not name:
+    """:func:`memwatch.retainer_paths.resolve_type` with HTTP errors."""
+    from memwatch.retainer_paths import resolve_type
+    if not (name or "").strip():
         raise HTTPError(400, "no type name given", "add ?type=NAME, e.g. ?type=app.Session or ?type=dict")
-    exact: list[type] = []
-    near: dict[str, type] = {}
-    statics = [v for v in vars(builtins).values() if isinstance(v, type)]
-    statics += [v for v in vars(_types).values() if isinstance(v, type)]
-    objs = gc.get_objects()
     try:
-        for o in statics + [o for o in objs if isinstance(o, type)]:
-            n = type_name(o)
-            if n == name:
-                if not any(o is e for e in exact):
-                    exact.append(o)
-            elif n.endswith("." + name) or n.rsplit(".", 1)[-1] == name:
-                near.setdefault(n, o)
-    finally:
-        del objs
-    if len(exact) == 1:
-        return exact[0], name
-    if not exact and len(near) == 1:
-        (resolved, tp), = near.items()
-        return tp, resolved
-    if exact or len(near) > 1:
-        cands = sorted(near) if not exact else [name]
-        raise HTTPError(400, f"type name {name!r} is ambiguous: {', '.join(cands[:10])}",
-                        "give the full name as memwatch prints it (module.Class)")
-    raise HTTPError(404, f"no type named {name!r} in this process",
-                    "use a name from a census or a diff (POST /ah/census), e.g. app.Session or dict")
+        return resolve_type(name)
+    except LookupError as e:
+        raise HTTPError(404, str(e), "use a name from a census or a diff (POST /ah/census), "
+                        "e.g. app.Session or dict") from None
+    except ValueError as e:
+        raise HTTPError(400, str(e), "give the full name as memwatch prints it (module.Class)") from None
 
 
 class RawAnswer:
