@@ -197,6 +197,7 @@ class MemwatchState:
         self._lock = threading.Lock()
         self._profiles: "OrderedDict[str, dict]" = OrderedDict()
         self._open: dict[str, Any] = {}       # id -> HeapDiff
+        self._footprints: dict[str, dict] = {}  # id -> the starting request's objects by type
         self._heavy = threading.Lock()        # one census/HeapDiff/snapshot/gc at a time
         self._snapshots: list[str] = []
         self._attached = False
@@ -288,6 +289,7 @@ class MemwatchState:
                 raise self._unknown(pid)
             del self._profiles[pid]
             hd = self._open.pop(pid, None)
+            self._footprints.pop(pid, None)
         del hd  # an open HeapDiff's records are freed with it
         return {"message": f"Deleted profile {pid}"}
 
@@ -321,7 +323,10 @@ class MemwatchState:
             lock = self._heavy_work()
             try:
                 from memwatch.heapdiff import HeapDiff
+                from memwatch.typestats import type_name  # noqa: F401 - loaded before the walk
                 hd = HeapDiff()
+                # this request's own objects, seen by the first walk
+                footprint = _request_footprint()
             finally:
                 lock.release()
         except BaseException:
@@ -334,6 +339,7 @@ class MemwatchState:
                 "lastDiff": None, **self._capture(diff=False)}
         with self._lock:
             self._open[pid] = hd
+            self._footprints[pid] = footprint
             self._store(prof)
         return dict(prof)
 
@@ -353,10 +359,13 @@ class MemwatchState:
                 raise HTTPError(409, f"HeapDiff {pid!r} has already ended",
                                 f"read it with GET /ah/memoryProfile/{pid}")
             self._open[pid] = None  # claimed: a second end() gets a 409
+            # memwatch's own since the start: this profile and the start's footprint
+            own = (prof, self._footprints.get(pid))
         try:
             lock = self._heavy_work()
             try:
                 diff = hd.end()
+                footprint = _request_footprint(extra=own)
             finally:
                 lock.release()
         except BaseException:
@@ -365,7 +374,9 @@ class MemwatchState:
                     self._open[pid] = hd
             raise
         ended = _now()
-        diff = {"timestamp": ended, **diff}
+        with self._lock:
+            started_fp = self._footprints.pop(pid, {})
+        diff = {"timestamp": ended, **_without_requests(diff, started_fp, footprint)}
         self.last_diff = diff
         self.last_event = "diff"
         with self._lock:
@@ -376,7 +387,7 @@ class MemwatchState:
             prof.update(self._capture(diff=False))
             if pid in self._profiles:
                 self._profiles[pid] = prof
-        del hd
+        del hd, own
         return _top_details(prof, top)
 
     def take_census(self, top: int | None = None) -> dict:
@@ -486,6 +497,82 @@ class MemwatchState:
         return {"type": resolved, "asked": name, "paths": rows,
                 "holders": [{"holder": h, "paths": n} for h, n in common],
                 "note": None if rows else f"no instance of {resolved} is reachable from the roots"}
+
+
+# The request being served by this thread (set by serve()'s handler): its
+# objects are the server's, not the program's, and a HeapDiff started and
+# ended over HTTP leaves them out.
+_request = threading.local()
+# Every request being served right now, by serve()'s handlers (thread id ->
+# roots): concurrent requests' objects are the server's too.
+_active_requests: dict[int, tuple] = {}
+
+
+def _request_footprint(limit: int = 20000, extra: tuple = ()) -> dict[str, list[int]]:
+    """{type name: [objects, bytes]} of what the current request holds: the
+    handler and its socket, files and headers, the request's thread; never
+    the server, the state, modules, classes or functions (shared by all)."""
+    import gc
+    import sys
+    import types as _types
+    from memwatch.typestats import type_name
+    roots = [o for group in list(_active_requests.values()) for o in group]
+    if not roots:
+        return {}
+    roots += [o for o in extra if o is not None]
+    stop = {id(o) for o in getattr(_request, "shared", ())}
+    shared_kinds = (type, _types.ModuleType, _types.FunctionType, _types.CodeType,
+                    _types.BuiltinFunctionType, MemwatchState, Router)
+    out: dict[str, list[int]] = {}
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack and len(seen) < limit:
+        obj = stack.pop()
+        if id(obj) in seen or id(obj) in stop:
+            continue
+        if type(obj) is int and -5 <= obj <= 256:
+            continue      # CPython's cached small ints are never allocated
+        seen.add(id(obj))
+        if isinstance(obj, shared_kinds) and not (
+                isinstance(obj, _types.BuiltinFunctionType) and not isinstance(
+                    getattr(obj, "__self__", None), (_types.ModuleType, type(None)))):
+            continue      # shared; a method bound to a request object is the request's
+        slot = out.setdefault(type_name(type(obj)), [0, 0])
+        slot[0] += 1
+        slot[1] += sys.getsizeof(obj)
+        stack.extend(gc.get_referents(obj))
+    del stack, roots
+    return out
+
+
+def _without_requests(diff: dict, before: dict, after: dict) -> dict:
+    """The diff minus the requests' own objects: the starting request's (freed
+    since) and the ending one's (allocated since)."""
+    if not (before or after):
+        return diff
+    from memwatch.formatting import format_size
+    change = dict(diff["change"])
+    rows = []
+    removed = 0
+    for d in change["details"]:
+        name = d["what"]
+        plus = d["+"] - min(d["+"], after.get(name, (0, 0))[0])
+        minus = d["-"] - min(d["-"], before.get(name, (0, 0))[0])
+        size = d["size_bytes"] - after.get(name, (0, 0))[1] + before.get(name, (0, 0))[1]
+        if plus == d["+"] and minus == d["-"]:
+            rows.append(d)
+            continue
+        removed += d["size_bytes"] - size
+        if plus == 0 and minus == 0:
+            removed += size
+            continue      # only the requests' objects: not a row of the program's
+        rows.append({**d, "+": plus, "-": minus, "size_bytes": size, "size": format_size(size)})
+    change["details"] = rows
+    change["size_bytes"] -= removed
+    change["size"] = format_size(change["size_bytes"])
+    change["allocated_nodes"] = sum(d["+"] for d in rows)
+    change["freed_nodes"] = sum(d["-"] for d in rows)
+    return {**diff, "change": change}
 
 
 def _top_details(prof: dict, top: int | None) -> dict:
@@ -961,6 +1048,9 @@ def serve(port: int = 0, host: str = "127.0.0.1", token: str | None = None, *,
                 request_body = self.rfile.read(length)
             elif length > _MAX_BODY:
                 self.close_connection = True
+            # the objects of this request are the server's (see _request_footprint)
+            _active_requests[threading.get_ident()] = (self, threading.current_thread())
+            _request.shared = (self.server, router, router.state)
             if not slots.acquire(blocking=False):
                 status, extra, body = Router.error_body(HTTPError(
                     503, f"too many requests at once (more than {max_threads})",
@@ -972,6 +1062,8 @@ def serve(port: int = 0, host: str = "127.0.0.1", token: str | None = None, *,
                                                          request_body)
                 finally:
                     slots.release()
+                    _active_requests.pop(threading.get_ident(), None)
+                    _request.shared = None
             self.send_response(status, _REASONS.get(status))
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
