@@ -58,6 +58,7 @@ import tempfile
 import threading
 import time
 import warnings
+from array import array
 from collections import OrderedDict, deque
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
@@ -98,6 +99,11 @@ def _epoch(value: Any) -> float:
     if isinstance(value, (int, float)):
         return float(value)
     return time.time()
+
+
+def _num(value: Any) -> float:
+    """A number for the history rings; NaN when missing (answered as null)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
 def _iso(value: Any) -> Any:
@@ -185,9 +191,15 @@ class MemwatchState:
         self.last_census: Any = None          # a memwatch.Census
         self.stats_count = 0
         self.leak_count = 0
-        # The live page's chart: one small tuple per stats event and per leak,
-        # bounded, appended by the handlers (deque.append is atomic).
-        self.history: "deque[tuple]" = deque(maxlen=history)
+        # The live page's chart: preallocated rings of doubles (time,
+        # current_base, estimated_base, rss), written in place by on_stats, so
+        # the handler creates no object the GC tracks (it may run in a pending
+        # call during interpreter shutdown, where a collection must not start).
+        if history < 1:
+            raise ValueError("history must be at least 1")
+        self._ring = [array("d", bytes(8 * history)) for _ in range(4)]
+        self._ring_len = history
+        self._ring_next = 0        # samples written so far (the slot is next % len)
         self.leaks: "deque[dict]" = deque(maxlen=100)
         self._stats_counter = itertools.count(1)
         self._leak_counter = itertools.count(1)
@@ -208,8 +220,14 @@ class MemwatchState:
     def on_stats(self, stats: dict) -> None:
         """The ``stats`` handler: keep the payload (no lock, no heavy work)."""
         self.last_gc = stats
-        self.history.append((_epoch(stats.get("timestamp")), stats.get("current_base"),
-                             stats.get("estimated_base"), stats.get("rss")))
+        n = self._ring_next
+        i = n % self._ring_len
+        t, cur, est, rss = self._ring
+        t[i] = _epoch(stats.get("timestamp"))
+        cur[i] = _num(stats.get("current_base"))
+        est[i] = _num(stats.get("estimated_base"))
+        rss[i] = _num(stats.get("rss"))
+        self._ring_next = n + 1
         self.stats_count = next(self._stats_counter)
         self.last_event = "stats"
 
@@ -468,7 +486,11 @@ class MemwatchState:
 
     def history_view(self) -> dict:
         """The live page's chart: (time, current_base, estimated_base, rss) samples and leaks."""
-        samples = [list(s) for s in list(self.history)]
+        n, size = self._ring_next, self._ring_len
+        first = max(0, n - size)
+        rows = [[col[k % size] for col in self._ring] for k in range(first, n)]
+        # NaN marks a missing value (null in JSON), see _num
+        samples = [[None if v != v else v for v in row] for row in rows]
         leaks = [{"timestamp": _epoch(lk.get("timestamp")), "start": _epoch(lk.get("start")),
                   "end": _epoch(lk.get("end")), "growth": lk.get("growth"),
                   "reason": lk.get("reason")} for lk in list(self.leaks)]
