@@ -54,6 +54,7 @@ import logging
 import math
 import os
 import re
+import sys
 import tempfile
 import threading
 import time
@@ -220,14 +221,18 @@ class MemwatchState:
     def on_stats(self, stats: dict) -> None:
         """The ``stats`` handler: keep the payload (no lock, no heavy work)."""
         self.last_gc = stats
-        n = self._ring_next
-        i = n % self._ring_len
-        t, cur, est, rss = self._ring
-        t[i] = _epoch(stats.get("timestamp"))
-        cur[i] = _num(stats.get("current_base"))
-        est[i] = _num(stats.get("estimated_base"))
-        rss[i] = _num(stats.get("rss"))
-        self._ring_next = n + 1
+        # At interpreter exit the tracker may still deliver from inside the
+        # last collection, when the payload can be half torn down: then read
+        # nothing of it (3.13 crashed here reading its timestamp).
+        if not sys.is_finalizing():
+            n = self._ring_next
+            i = n % self._ring_len
+            t, cur, est, rss = self._ring
+            t[i] = _epoch(stats.get("timestamp"))
+            cur[i] = _num(stats.get("current_base"))
+            est[i] = _num(stats.get("estimated_base"))
+            rss[i] = _num(stats.get("rss"))
+            self._ring_next = n + 1
         self.stats_count = next(self._stats_counter)
         self.last_event = "stats"
 
