@@ -3,7 +3,7 @@
 # Usage: bash scripts/test.sh [pytest args...]      (PYTHON=python3.X to pick an interpreter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
+PYTHON="$(bash scripts/find-python.sh --resolve "${PYTHON:-python3}")"
 VENV="${VENV:-.venv-test-$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}"
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip

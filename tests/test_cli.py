@@ -212,3 +212,177 @@ def test_fuzz_the_reader_with_hypothesis(tmp_path):
         _exercise(path)
 
     run()
+
+
+# ---------------------------------------------------------------------------
+# The first hour (issue 12): the package's surface
+
+def _fresh(code: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_prometheus_is_an_attribute_after_import_memwatch():
+    proc = _fresh("import memwatch, sys; m = memwatch.prometheus; "
+                  "print(m.__name__, callable(m.register), 'prometheus_client' in sys.modules)")
+    assert proc.returncode == 0, proc.stderr
+    # reachable without importing prometheus_client (that waits for register())
+    assert proc.stdout.split() == ["memwatch.prometheus", "True", "False"]
+
+
+def test_prometheus_without_the_client_names_the_install_command():
+    proc = _fresh("import sys; sys.modules['prometheus_client'] = None\n"
+                  "import memwatch\n"
+                  "try:\n    memwatch.prometheus.register()\n"
+                  "except ModuleNotFoundError as e:\n    print('ERR', e.name, '|', e)\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ERR prometheus_client |")
+    assert "pip install 'memwatch[prometheus]'" in proc.stdout
+
+
+def test_dir_memwatch_lists_only_public_names():
+    proc = _fresh("import memwatch, json; print(json.dumps(dir(memwatch)))")
+    names = json.loads(proc.stdout)
+    assert {"census", "HeapDiff", "serve", "prometheus", "format_heapdiff", "__version__"} <= set(names)
+    assert not {"Any", "annotations", "importlib", "_importlib", "_LAZY"} & set(names)
+    assert all(not n.startswith("_") or n == "__version__" for n in names)
+    # and every listed name resolves
+    proc = _fresh("import memwatch\nfor n in dir(memwatch): getattr(memwatch, n)\nprint('ok')")
+    assert proc.stdout.strip() == "ok", proc.stderr
+
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(SCRIPTS, "find-python.sh")),
+                    reason="needs the source checkout's scripts/")
+def test_find_python_resolves_a_pyenv_shim(tmp_path):
+    """PYTHON=python3.X bash scripts/test.sh on a pyenv machine: the shim of a
+    version that is not active fails; the real interpreter is found instead."""
+    minor = sys.version_info[1]
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    for name in (f"python3.{minor}", "python3.77"):
+        shim = shims / name
+        shim.write_text("#!/bin/sh\necho \"pyenv: $0: command not found\" >&2\nexit 127\n")
+        shim.chmod(0o755)
+    home = tmp_path / "home"
+    real = home / ".pyenv" / "versions" / f"3.{minor}.99" / "bin"
+    real.mkdir(parents=True)
+    (real / "python3").symlink_to(sys.executable)
+    env = {"PATH": f"{shims}:/usr/bin:/bin", "HOME": str(home)}
+    script = os.path.join(SCRIPTS, "find-python.sh")
+    ok = subprocess.run(["bash", script, "--resolve", f"python3.{minor}"], capture_output=True,
+                        text=True, env=env, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.strip() == str(real / "python3"), ok.stderr
+    bad = subprocess.run(["bash", script, "--resolve", "python3.77"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert bad.returncode == 1 and "python3.77" in bad.stderr and "find-python.sh 13" in bad.stderr
+    # a PYTHON that runs is taken as given
+    same = subprocess.run(["bash", script, "--resolve", sys.executable], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert same.stdout.strip() == sys.executable
+
+
+def test_run_dash_m_unknown_module_is_one_clear_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    for mod in ("nosuchmod_memwatch_test", "json.nosuchsub"):
+        proc = subprocess.run([sys.executable, "-m", "memwatch", "run", "-m", mod],
+                              capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert f"no module named {mod!r}" in proc.stderr and "Traceback" not in proc.stderr
+    # a module in the current directory is found, as python -m finds it
+    (tmp_path / "localmod_mw.py").write_text("print('ran')\n")
+    proc = subprocess.run([sys.executable, "-m", "memwatch", "run", "-q", "-m", "localmod_mw"],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert proc.returncode == 0 and "ran" in proc.stdout, proc.stderr
+
+
+def test_summary_n_0_shows_every_row_and_json_has_real_times(tmp_path, capsys):
+    import datetime as dt
+    import time as _time
+    path = tmp_path / "s.heapsnapshot"
+    before = _time.time()
+    memwatch.write_snapshot(str(path))
+    n_types = len(memwatch.load_snapshot(str(path)).type_counts())
+    assert cli.main(["summary", str(path), "-n", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 + n_types + 1 and not any(ln.startswith("...") for ln in out)
+    assert cli.main(["summary", str(path), "-n", "3"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 3 + 1 + 1
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["summary", str(path), "-n", "-1"])
+    assert exc.value.code == 2 and "negative" in capsys.readouterr().err
+    assert cli.main(["summary", str(path), "--json", "-n", "0"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert len(body["types"]) == n_types
+    ts = dt.datetime.fromisoformat(body["timestamp"]).timestamp()
+    assert before - 2 <= ts <= _time.time() + 1 and body["elapsed"] > 0
+
+
+def test_no_temporary_file_left_when_the_process_exits_during_a_dump(tmp_path):
+    # A leak dump runs in a daemon thread; the program ends while it writes.
+    code = f"""
+import os, threading, time
+import memwatch
+from memwatch.snapshot import write_snapshot
+ballast = [[i] for i in range(400000)]
+d = {str(tmp_path)!r}
+t = threading.Thread(target=write_snapshot, args=(os.path.join(d, "x.heapsnapshot"),), daemon=True)
+t.start()
+deadline = time.time() + 60
+while not any(n.endswith(".tmp") for n in os.listdir(d)) and time.time() < deadline:
+    time.sleep(0.001)
+print("exiting with", os.listdir(d))
+"""
+    proc = _fresh(code)
+    assert proc.returncode == 0, proc.stderr
+    assert ".tmp" in proc.stdout, proc.stdout       # the exit did come during the write
+    left = os.listdir(tmp_path)
+    assert not [n for n in left if n.endswith(".tmp")], left
+
+
+class ShortNameSession:
+    pass
+
+
+class ShortNameStore:
+    def __init__(self) -> None:
+        self.items = [ShortNameSession() for _ in range(4)]
+
+
+SHORT_STORE = ShortNameStore()
+
+
+def test_retainers_takes_a_type_name_short_or_full():
+    full = f"{__name__}.ShortNameSession"
+    for asked in ("ShortNameSession", full):
+        paths = memwatch.retainers(asked, limit=10)
+        assert len(paths) == 4, asked
+        assert all(str(p).endswith(f"ShortNameStore.items -> list[{i}] -> {full}")
+                   for i, p in enumerate(sorted(paths, key=str)))
+    with pytest.raises(LookupError, match="did you mean .*ShortNameSession"):
+        memwatch.retainers("ShortNameSesion")
+    with pytest.raises(LookupError, match="no type named 'NoSuchTypeAnywhere'"):
+        memwatch.retainers("NoSuchTypeAnywhere")
+    # a string can still be the object itself
+    assert isinstance(memwatch.retainers("ShortNameSession", instances=False), list)
+
+
+def test_cli_retainers_resolves_short_names_suggests_and_counts_holders(tmp_path, capsys):
+    path = str(tmp_path / "r.heapsnapshot")
+    memwatch.write_snapshot(path)
+    full = f"{__name__}.ShortNameSession"
+    assert cli.main(["retainers", path, "ShortNameSession"]) == 0
+    cap = capsys.readouterr()
+    assert f"is {full!r}" in cap.err and cap.out.count(full) == 4
+    assert cli.main(["retainers", path, "ShortNameSesion"]) == 1
+    assert f"did you mean {full!r}" in capsys.readouterr().out
+    assert cli.main(["retainers", path, "ShortNameSession", "--holders"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"most common holders of {full} (4 instances")
+    assert out[1].split(None, 1) == ["4", "__main__ -> dict 'SHORT_STORE' -> "
+                                      f"{__name__}.ShortNameStore.items -> list[*]"] or \
+        (out[1].split()[0] == "4" and out[1].endswith("ShortNameStore.items -> list[*]"))

@@ -531,3 +531,203 @@ def test_mounted_in_starlette_under_uvicorn():
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+# ---------------------------------------------------------------------------
+# Short answers, request bodies, the live page's routes (issue 12)
+
+def _raw(base: str, method: str, path: str, body: bytes | None = None, token: str | None = None):
+    host, port = base.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def test_census_answer_starts_with_the_census_and_end_takes_top(server, state):
+    state.on_stats(_stats())
+    kept = [Leaky(i) for i in range(500)]
+    code, prof, _, raw = request(server.url, "POST", "/ah/census?top=3")
+    assert code == 201 and len(prof["census"]["types"]) == 3
+    keys = list(prof)
+    assert keys.index("census") < keys.index("lastGC") and "lastDiff" not in prof
+    assert len(raw.splitlines()) < 90
+    code, started, _, _ = request(server.url, "POST", "/ah/memoryProfile")
+    more = [Leaky(i) for i in range(300)]
+    code, done, _, _ = request(server.url, "POST", f"/ah/memoryProfile/{started['id']}/end?top=2")
+    assert code == 200 and list(done).index("lastDiff") < list(done).index("lastGC")
+    change = done["lastDiff"]["change"]
+    assert len(change["details"]) == 2 and change["details_total"] >= 2
+    # the stored profile keeps every row
+    code, whole, _, _ = request(server.url, "GET", f"/ah/memoryProfile/{started['id']}")
+    assert len(whole["lastDiff"]["change"]["details"]) == change["details_total"]
+    code, err, _, _ = request(server.url, "POST", f"/ah/memoryProfile/{started['id']}/end?top=x")
+    assert code == 400 and "top" in err["error"]
+    del kept, more
+
+
+@pytest.mark.parametrize("body,problem", [
+    (b"{not json", "not valid JSON"),
+    (b"[1, 2]", "JSON list, not an object"),
+    (b'{"depth": 3}', "unknown field"),
+])
+def test_malformed_json_body_is_a_400(server, body, problem):
+    for path in ("/ah/memoryProfile", "/ah/census"):
+        code, headers, raw = _raw(server.url, "POST", path, body)
+        err = json.loads(raw)
+        assert code == 400 and problem in err["error"] and err["fix"], (path, err)
+    assert json.loads(_raw(server.url, "GET", "/ah/memory")[2]) == {"memoryProfiles": []}
+
+
+def test_json_body_fields_work_like_the_query(server):
+    code, _, raw = _raw(server.url, "POST", "/ah/census", b'{"top": 2}')
+    assert code == 201 and len(json.loads(raw)["census"]["types"]) == 2
+    code, _, _ = _raw(server.url, "POST", "/ah/census", b"  ")
+    assert code == 201
+
+
+class SessionForRetainers:
+    pass
+
+
+HELD = {"sessions": [SessionForRetainers() for _ in range(3)]}
+
+
+def test_retainers_route_resolves_short_names_and_names_the_holder(server):
+    code, body, _, _ = request(server.url, "POST", "/ah/retainers?type=SessionForRetainers&limit=5")
+    assert code == 200 and body["type"].endswith(".SessionForRetainers")
+    assert body["asked"] == "SessionForRetainers" and len(body["paths"]) == 3
+    assert all(p["path"].endswith("SessionForRetainers") for p in body["paths"])
+    # the three instances share one holder: the list in HELD['sessions']
+    assert len(body["holders"]) == 1 and body["holders"][0]["paths"] == 3
+    assert body["holders"][0]["holder"].endswith("dict 'sessions' -> list[*]")
+    code, err, _, _ = request(server.url, "POST", "/ah/retainers?type=NoSuchTypeAnywhere")
+    assert code == 404 and "NoSuchTypeAnywhere" in err["error"] and "census" in err["fix"]
+    code, err, _, _ = request(server.url, "POST", "/ah/retainers")
+    assert code == 400 and "?type=" in err["fix"]
+
+
+def test_retainer_answers_withhold_data_keys(server):
+    from memwatch.httpapi import _safe_path
+    from memwatch.retainer_paths import RetainerPath, RetainerStep
+    path = RetainerPath("app", [RetainerStep("app", "module", None, "app"),
+                                RetainerStep("dict", "key", "'sk-secret token'", "dict 'sk-secret token'"),
+                                RetainerStep("app.Session", None, None, "app.Session")])
+    row = _safe_path(path)
+    assert "secret" not in json.dumps(row) and "<key>" in row["path"]
+
+
+def test_history_route_keeps_samples_and_leaks(server, state):
+    for n in range(1, 4):
+        state.on_stats(_stats(n))
+    state.on_leak(_leak())
+    code, hist, _, _ = request(server.url, "GET", "/ah/history")
+    assert code == 200 and hist["fields"] == ["time", "current_base", "estimated_base", "rss"]
+    assert len(hist["samples"]) == 3 and hist["samples"][0][1:] == [1100, 1000, 10_000_000]
+    assert len(hist["leaks"]) == 1 and hist["leaks"][0]["growth"] == 67984
+    assert hist["leaks"][0]["start"] < hist["leaks"][0]["end"]
+
+
+def test_history_is_bounded():
+    st = MemwatchState(history=5)
+    for n in range(1, 20):
+        st.on_stats(_stats(n))
+    assert len(st.history_view()["samples"]) == 5
+
+
+def test_live_page_headers_and_token():
+    with serve(0, token="s3cret", state=MemwatchState()) as srv:
+        code, headers, html = _raw(srv.url, "GET", "/ah/ui")
+        assert code == 200 and headers["Content-Type"].startswith("text/html")
+        assert b"<canvas id=\"chart\"" in html and b"http" not in html.split(b"<script>")[1]
+        assert headers["Referrer-Policy"] == "no-referrer"
+        csp = headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "unsafe-inline'; " in csp
+        assert "script-src 'sha256-" in csp
+        # the page is public, the data is not
+        assert _raw(srv.url, "GET", "/ah/history")[0] == 401
+        assert _raw(srv.url, "POST", "/ah/ui")[0] == 401
+        assert _raw(srv.url, "GET", "/ah/history", token="s3cret")[0] == 200
+        # JSON answers carry the policy too
+        assert _raw(srv.url, "GET", "/ah/history", token="s3cret")[1]["Referrer-Policy"] == "no-referrer"
+
+
+def test_live_page_script_hash_matches():
+    import base64
+    import hashlib
+    import re as _re
+    from memwatch.livepage import page_answer
+    ans = page_answer()
+    script = _re.search(rb"<script>(.*?)</script>", ans.body, _re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(script).digest()).decode()
+    assert f"'sha256-{digest}'" in dict(ans.headers)["Content-Security-Policy"]
+
+
+def test_snapshot_download_only_of_own_files(server, tmp_path):
+    code, err, _, _ = request(server.url, "GET", "/ah/snapshot/passwd.heapsnapshot")
+    assert code == 404 and "POST /ah/snapshot" in err["fix"]
+    code, _, _ = _raw(server.url, "GET", "/ah/snapshot/..%2F..%2Fetc%2Fpasswd")
+    assert code == 404
+
+
+def test_serve_logs_the_live_page_without_the_token(caplog):
+    import logging
+    with caplog.at_level(logging.INFO, logger="memwatch"):
+        with serve(0, token="t0ps3cret", state=MemwatchState()) as srv:
+            pass
+    text = caplog.text
+    assert f"{srv.url}/ah/ui" in text and "t0ps3cret" not in text and "#token=<your token>" in text
+
+
+def test_a_diff_over_http_leaves_out_the_servers_own_objects(run_script):
+    # The server in a child, the client here: only the server's objects are in its heap.
+    import subprocess
+    import sys
+    import textwrap
+    code = textwrap.dedent("""
+        import sys, threading, time
+        import memwatch
+        class Leaky:
+            pass
+        KEPT = []
+        go, block = threading.Event(), threading.Event()
+        def leak():
+            go.wait()
+            KEPT.extend(Leaky() for _ in range(700))
+            block.wait()   # the thread stays: its end would be a row of the program's
+        threading.Thread(target=leak, daemon=True).start()
+        srv = memwatch.serve(0)
+        print(srv.port, flush=True)
+        sys.stdin.readline(); go.set(); time.sleep(0.5)
+        print("leaked", flush=True)
+        sys.stdin.read()
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        base = f"http://127.0.0.1:{int(proc.stdout.readline())}"
+        rows_seen = []
+        for i in range(3):
+            _, prof, _, _ = request(base, "POST", "/ah/memoryProfile")
+            if i == 2:
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                assert proc.stdout.readline().strip() == "leaked"
+            _, done, _, _ = request(base, "POST", f"/ah/memoryProfile/{prof['id']}/end")
+            rows_seen.append({d["what"]: d for d in done["lastDiff"]["change"]["details"]})
+        for n, rows in enumerate(rows_seen):
+            server_rows = [n for n in rows if n.startswith(("memwatch.httpapi", "socket.", "socketserver.",
+                                                            "threading.", "http.client."))]
+            assert not server_rows, (n, {k: (v["+"], v["-"]) for k, v in rows.items()})
+        # and what the program did between start and end is all there
+        assert rows_seen[2]["__main__.Leaky"]["+"] == 700
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)

@@ -93,3 +93,22 @@ def test_rss_measure_shares_one_axis():
     assert "RSS (= current_base)" in svg and "RSS (right axis)" not in svg
     assert "(measure: rss), RSS" in svg and "usage trend: +1.5%" in svg
     ET.fromstring(svg)
+
+
+def test_empty_or_garbage_input_is_an_error_not_an_empty_report(tmp_path, capsys):
+    out = tmp_path / "r.html"
+    cases = {"empty.jsonl": b"", "blank.jsonl": b"\n\n  \n",
+             "garbage.jsonl": b"hello\nnot json {\n[1, 2]\n{\"event\": \"other\"}\n",
+             "binary.jsonl": bytes(range(256)) * 4}
+    for name, data in cases.items():
+        src = tmp_path / name
+        src.write_bytes(data)
+        assert main([str(src), "-o", str(out)]) == 2, name
+        err = capsys.readouterr().err
+        assert name in err and "memwatch run --jsonl" in err, err
+        assert not out.exists(), name
+    # real events with some junk: a report, and a note about the junk
+    src = tmp_path / "mixed.jsonl"
+    src.write_text("junk\n" + "\n".join(_lines()) + "\n")
+    assert main([str(src), "-o", str(out)]) == 0
+    assert "skipped 1 lines" in capsys.readouterr().err and out.exists()

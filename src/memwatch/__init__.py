@@ -3,10 +3,9 @@
 The public names are loaded on first use, so ``import memwatch`` costs
 nothing (no C extension loaded, no GC callback installed) until you use it.
 """
-from __future__ import annotations
-
-import importlib
-from typing import Any
+# No `from __future__ import annotations` and no `typing` here: every global
+# name of this module shows in dir(memwatch).
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
@@ -20,6 +19,8 @@ _LAZY = {
     "HeapDiff": "memwatch.heapdiff",
     "HeapDiffError": "memwatch.heapdiff",
     "format_size": "memwatch.formatting",
+    "format_heapdiff": "memwatch.formatting",
+    "format_comparison": "memwatch.formatting",
     # the HTTP API (issue 6)
     "serve": "memwatch.httpapi",
     "make_wsgi_app": "memwatch.httpapi",
@@ -43,25 +44,33 @@ _LAZY = {
     "dump_on_leak": "memwatch.dumps",
 }
 
+# Submodules reachable as attributes without an import of their own
+# (`memwatch.prometheus.register()` after `import memwatch`).
+_SUBMODULES = {"prometheus": "memwatch.prometheus", "httpapi": "memwatch.httpapi"}
+
 # Star-imports get everything but the tracker's generic verbs: `gc` would
 # shadow the standard module, `start`/`stop` any local name; use memwatch.gc().
 __all__ = sorted(set(_LAZY) - {"gc", "start", "stop"}) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name):
+    sub = _SUBMODULES.get(name)
+    if sub is not None:
+        return _importlib.import_module(sub)   # the import sets the attribute too
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'memwatch' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+def __dir__():
+    # The public names, not this module's machinery (nor submodules loaded so far).
+    return sorted(set(_LAZY) | set(_SUBMODULES) | {"__version__"})
 
 
 # MEMWATCH_TRACE_GC=1: node's --trace_gc, asked for explicitly by the environment.
 if __import__("os").environ.get("MEMWATCH_TRACE_GC", "").strip().lower() not in (
         "", "0", "false", "no", "off"):
-    importlib.import_module("memwatch.gctrace")._from_environment()
+    _importlib.import_module("memwatch.gctrace")._from_environment()

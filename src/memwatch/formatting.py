@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-__all__ = ["format_size", "format_duration", "format_rate", "format_heapdiff"]
+__all__ = ["format_size", "format_duration", "format_rate", "format_heapdiff",
+           "format_comparison", "shorten_name"]
 
 _UNITS = ((1024**3, "gb"), (1024**2, "mb"), (1024, "kb"))
 _CENT = Decimal("0.01")
@@ -59,23 +60,73 @@ def format_rate(num_bytes: float, seconds: float) -> str:
     return f"{format_size(per_hour)}/hr"
 
 
-def format_heapdiff(diff: dict, limit: int = 15) -> str:
+def shorten_name(name: str, width: int) -> str:
+    """``name`` in at most ``width`` characters, keeping what identifies a type:
+    its top-level package and its class name, the middle elided
+    (``myapp.services...Session``); a class name too long even for that is cut
+    at its end."""
+    if width < 1:
+        raise ValueError(f"width must be at least 1, not {width}")
+    if len(name) <= width:
+        return name
+    if width <= 3:
+        return name[:width]
+    parts = name.split(".")
+    if len(parts) > 1:
+        head, tail = parts[0], parts[-1]
+        # Keep as many leading modules as fit before "...Class".
+        room = width - len(tail) - 3
+        if room >= len(head):
+            kept = head
+            for part in parts[1:-1]:
+                if len(kept) + 1 + len(part) > room:
+                    break
+                kept += "." + part
+            return f"{kept}...{tail}"
+        if room >= 1:
+            return f"{head[:room]}...{tail}"
+    return name[:width - 3] + "..."
+
+
+def format_heapdiff(diff: dict, limit: int = 15, width: int = 56) -> str:
     """Render a HeapDiff result (node-memwatch's dict shape) as a table.
 
     One row per type, most significant first, as ``HeapDiff.end()`` sorts them:
-    net bytes, objects allocated (``+``) and freed (``-``) during the diff."""
+    net bytes, objects allocated (``+``) and freed (``-``) during the diff.
+    Type names longer than ``width`` are shortened by :func:`shorten_name`."""
     before, after, change = diff["before"], diff["after"], diff["change"]
-    width = max([len("type")] + [min(len(d["what"]), 56) for d in change["details"][:limit]])
+    name_width = max([len("type")] + [min(len(d["what"]), width) for d in change["details"][:limit]])
     lines = [
         f"before: {before['nodes']} objects, {before['size']}   "
         f"after: {after['nodes']} objects, {after['size']}   "
         f"change: {change['size']} (+{change['allocated_nodes']} / -{change['freed_nodes']} objects)",
-        f"{'type':<{width}}  {'size change':>12}  {'+':>9}  {'-':>9}",
+        f"{'type':<{name_width}}  {'size change':>12}  {'+':>9}  {'-':>9}",
     ]
     for d in change["details"][:limit]:
-        name = d["what"] if len(d["what"]) <= 56 else "..." + d["what"][-53:]
-        lines.append(f"{name:<{width}}  {d['size']:>12}  {d['+']:>9}  {d['-']:>9}")
-    hidden = len(change["details"]) - limit
+        name = shorten_name(d["what"], width)
+        lines.append(f"{name:<{name_width}}  {d['size']:>12}  {d['+']:>9}  {d['-']:>9}")
+    # an answer cut by ?top says how many rows there were in all
+    hidden = change.get("details_total", len(change["details"])) - len(change["details"][:limit])
     if hidden > 0:
         lines.append(f"... {hidden} more types")
+    return "\n".join(lines)
+
+
+def format_comparison(diffs: list, limit: int = 15, width: int = 56) -> str:
+    """Render ``new_census.compare_to(old)`` (a list of ``TypeStatDiff``) as a table:
+    per type, objects and bytes now and their change, biggest change first."""
+    rows = list(diffs)
+    shown = rows[:limit]
+    name_width = max([len("type")] + [min(len(d.name), width) for d in shown])
+    lines = [f"{'type':<{name_width}}  {'objects':>10}  {'change':>9}  {'size':>12}  {'change':>12}"]
+    for d in shown:
+        change = format_size(d.size_diff)
+        if d.size_diff > 0:
+            change = "+" + change
+        lines.append(f"{shorten_name(d.name, width):<{name_width}}  {d.count:>10}  "
+                     f"{d.count_diff:>+9d}  {format_size(d.size):>12}  {change:>12}")
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more types")
+    if not rows:
+        lines.append("(no change)")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ as one freed and one allocated.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
@@ -75,7 +76,10 @@ class HeapDiff:
 
     def end(self) -> dict[str, Any]:
         """Take the second snapshot and return the diff (node-memwatch's shape)."""
-        with self._lock:
+        # acquire/release, not `with`: a `with` keeps the lock's bound __exit__
+        # alive during the walk, and the diff would list it (+1 builtin method).
+        self._lock.acquire()
+        try:
             if self._result is not None:
                 raise HeapDiffError("HeapDiff.end() was already called on this HeapDiff; "
                                     "its result is in .result. Start a new memwatch.HeapDiff() "
@@ -84,11 +88,21 @@ class HeapDiff:
             quiet_collect()
             after = _core.walk(record=True)
             freed, allocated = _core.identity_diff(before, after)
-            self._result = _build_diff(before, after, freed, allocated)
+            # The first walk's own record object exists only at the second walk:
+            # memwatch's bookkeeping, not the program's allocation.
+            own = _core.type_name(type(before))
+            if allocated.get(own, 0) > 0:
+                allocated[own] -= 1
+                if not allocated[own]:
+                    del allocated[own]
+            self._result = _build_diff(before, after, freed, allocated,
+                                       {own: sys.getsizeof(before)})
             # Free the two record arrays (8 bytes an object) right away.
             _core.release_records(before)
             _core.release_records(after)
             return self._result
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "HeapDiff":
         return self
@@ -103,9 +117,14 @@ class HeapDiff:
 
 
 def _build_diff(before: Any, after: Any, freed: dict[str, int],
-                allocated: dict[str, int]) -> dict[str, Any]:
+                allocated: dict[str, int], own_after: dict[str, int] | None = None) -> dict[str, Any]:
     size_before = _sizes_by_name(before)
     size_after = _sizes_by_name(after)
+    own_total = 0
+    for name, size in (own_after or {}).items():
+        if size_after.get(name, 0) >= size:
+            size_after[name] -= size
+            own_total += size
     details = []
     for name in size_before.keys() | size_after.keys() | freed.keys() | allocated.keys():
         plus = allocated.get(name, 0)
@@ -116,10 +135,15 @@ def _build_diff(before: Any, after: Any, freed: dict[str, int],
                             "+": plus, "-": minus})
     # Most significant first; the name makes the order deterministic.
     details.sort(key=lambda d: (-abs(d["size_bytes"]), -(d["+"] + d["-"]), d["what"]))
-    change = after.total_size - before.total_size
+    change = after.total_size - own_total - before.total_size
+    after_totals = _totals(after)
+    if own_total:
+        after_totals = {"nodes": after.total_count - len(own_after or {}),
+                        "size_bytes": after.total_size - own_total,
+                        "size": format_size(after.total_size - own_total)}
     return {
         "before": _totals(before),
-        "after": _totals(after),
+        "after": after_totals,
         "change": {
             "size_bytes": change,
             "size": format_size(change),

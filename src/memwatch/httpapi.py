@@ -25,10 +25,15 @@ Routes (all answers are JSON; an error is ``{"error": ..., "fix": ..., "status":
     POST   /ah/census[?top=25]               a census by type, stored as a profile; 201
     POST   /ah/gc                            a full collection; the stats it produced
     POST   /ah/snapshot                      write a V8 .heapsnapshot on the server's disk;
-                                             answers its path, never its contents
+                                             answers its path and a download link
+    GET    /ah/snapshot/:name                download a snapshot this server wrote
+    GET    /ah/history                       current_base/estimated_base/RSS samples, leak events
+    POST   /ah/retainers?type=NAME[&limit=5] shortest paths from the roots to instances of a type
+    GET    /ah/ui                            the live page (HTML; see memwatch.livepage)
 
-Safety: no object contents in any answer (type names and numbers only; a
-snapshot stays on the server's disk, in a directory the server chose), an
+Safety: no object contents in any JSON answer (type names and numbers only;
+a snapshot is written in a directory the server chose, and only the snapshots
+this server wrote can be downloaded, with the same token as every route), an
 optional bearer token (``token=...``: every route then needs
 ``Authorization: Bearer <token>``), at most ``max_profiles`` stored profiles
 (the oldest finished one is dropped) and ``max_open_diffs`` open HeapDiffs.
@@ -49,11 +54,13 @@ import logging
 import math
 import os
 import re
+import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections import OrderedDict
+from array import array
+from collections import OrderedDict, deque
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
@@ -74,11 +81,30 @@ ROUTES_HELP = [
     {"method": "POST", "path": "/ah/census", "does": "census of the heap by type (?top=N rows), stored as a profile"},
     {"method": "POST", "path": "/ah/gc", "does": "force a full collection; answers the stats it produced"},
     {"method": "POST", "path": "/ah/snapshot", "does": "write a V8 .heapsnapshot on the server's disk; answers its path"},
+    {"method": "GET", "path": "/ah/snapshot/:name", "does": "download a .heapsnapshot this server wrote"},
+    {"method": "GET", "path": "/ah/history", "does": "samples of current_base, estimated_base and RSS, and leak events"},
+    {"method": "POST", "path": "/ah/retainers", "does": "?type=NAME[&limit=5]: shortest paths from the roots "
+                                                       "to instances of a type (a short name is resolved)"},
+    {"method": "GET", "path": "/ah/ui", "does": "the live page (HTML, no network; token in the URL fragment)"},
 ]
 
 
 def _now() -> _dt.datetime:
     return _dt.datetime.now(_UTC)
+
+
+def _epoch(value: Any) -> float:
+    """A stats/leak timestamp (aware datetime or number) as Unix seconds."""
+    if isinstance(value, _dt.datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)):
+        return float(value)
+    return time.time()
+
+
+def _num(value: Any) -> float:
+    """A number for the history rings; NaN when missing (answered as null)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
 def _iso(value: Any) -> Any:
@@ -148,7 +174,7 @@ class MemwatchState:
 
     def __init__(self, *, max_profiles: int = 20, max_open_diffs: int = 2,
                  snapshot_dir: str | None = None, keep_snapshots: int = 3,
-                 census_top: int = 25, heavy_timeout: float = 60.0) -> None:
+                 census_top: int = 25, heavy_timeout: float = 60.0, history: int = 2000) -> None:
         if max_profiles < 1 or max_open_diffs < 1:
             raise ValueError("max_profiles and max_open_diffs must be at least 1")
         self.max_profiles = max_profiles
@@ -166,6 +192,16 @@ class MemwatchState:
         self.last_census: Any = None          # a memwatch.Census
         self.stats_count = 0
         self.leak_count = 0
+        # The live page's chart: preallocated rings of doubles (time,
+        # current_base, estimated_base, rss), written in place by on_stats, so
+        # the handler creates no object the GC tracks (it may run in a pending
+        # call during interpreter shutdown, where a collection must not start).
+        if history < 1:
+            raise ValueError("history must be at least 1")
+        self._ring = [array("d", bytes(8 * history)) for _ in range(4)]
+        self._ring_len = history
+        self._ring_next = 0        # samples written so far (the slot is next % len)
+        self.leaks: "deque[dict]" = deque(maxlen=100)
         self._stats_counter = itertools.count(1)
         self._leak_counter = itertools.count(1)
         self._ids = itertools.count(1)
@@ -174,6 +210,7 @@ class MemwatchState:
         self._lock = threading.Lock()
         self._profiles: "OrderedDict[str, dict]" = OrderedDict()
         self._open: dict[str, Any] = {}       # id -> HeapDiff
+        self._footprints: dict[str, dict] = {}  # id -> the starting request's objects by type
         self._heavy = threading.Lock()        # one census/HeapDiff/snapshot/gc at a time
         self._snapshots: list[str] = []
         self._attached = False
@@ -184,12 +221,25 @@ class MemwatchState:
     def on_stats(self, stats: dict) -> None:
         """The ``stats`` handler: keep the payload (no lock, no heavy work)."""
         self.last_gc = stats
+        # At interpreter exit the tracker may still deliver from inside the
+        # last collection, when the payload can be half torn down: then read
+        # nothing of it (3.13 crashed here reading its timestamp).
+        if not sys.is_finalizing():
+            n = self._ring_next
+            i = n % self._ring_len
+            t, cur, est, rss = self._ring
+            t[i] = _epoch(stats.get("timestamp"))
+            cur[i] = _num(stats.get("current_base"))
+            est[i] = _num(stats.get("estimated_base"))
+            rss[i] = _num(stats.get("rss"))
+            self._ring_next = n + 1
         self.stats_count = next(self._stats_counter)
         self.last_event = "stats"
 
     def on_leak(self, info: dict) -> None:
         """The ``leak`` handler: keep the payload, stamped with its arrival."""
         self.last_leak = {"timestamp": _now(), **info}
+        self.leaks.append(self.last_leak)
         self.leak_count = next(self._leak_counter)
         self.last_event = "leak"
 
@@ -226,9 +276,13 @@ class MemwatchState:
             "since": self.started,
         }
 
-    def _capture(self) -> dict:
-        return {"lastEvent": self.last_event, "lastGC": self.last_gc,
-                "lastLeak": self.last_leak, "lastDiff": self.last_diff}
+    def _capture(self, diff: bool = True) -> dict:
+        # autohost's profile keys; they come after the profile's own result
+        # so that `POST /ah/census?top=3` starts with the census.
+        out = {"lastEvent": self.last_event, "lastGC": self.last_gc, "lastLeak": self.last_leak}
+        if diff:
+            out["lastDiff"] = self.last_diff
+        return out
 
     def profile_ids(self) -> list[str]:
         with self._lock:
@@ -238,12 +292,12 @@ class MemwatchState:
         with self._lock:
             return [dict(p) for p in self._profiles.values()]
 
-    def get_profile(self, pid: str) -> dict:
+    def get_profile(self, pid: str, top: int | None = None) -> dict:
         with self._lock:
             prof = self._profiles.get(pid)
             if prof is None:
                 raise self._unknown(pid)
-            return dict(prof)
+            return _top_details(prof, top)
 
     def _unknown(self, pid: str) -> HTTPError:
         known = ", ".join(list(self._profiles)[-5:]) or "none"
@@ -258,6 +312,7 @@ class MemwatchState:
                 raise self._unknown(pid)
             del self._profiles[pid]
             hd = self._open.pop(pid, None)
+            self._footprints.pop(pid, None)
         del hd  # an open HeapDiff's records are freed with it
         return {"message": f"Deleted profile {pid}"}
 
@@ -291,7 +346,10 @@ class MemwatchState:
             lock = self._heavy_work()
             try:
                 from memwatch.heapdiff import HeapDiff
+                from memwatch.typestats import type_name  # noqa: F401 - loaded before the walk
                 hd = HeapDiff()
+                # this request's own objects, seen by the first walk
+                footprint = _request_footprint()
             finally:
                 lock.release()
         except BaseException:
@@ -300,14 +358,15 @@ class MemwatchState:
             raise
         started = _now()
         prof = {"id": pid, "kind": "heapdiff", "state": "running", "timestamp": started,
-                "started": started, "ended": None, **self._capture(), "lastDiff": None,
-                "end": f"POST /ah/memoryProfile/{pid}/end"}
+                "started": started, "ended": None, "end": f"POST /ah/memoryProfile/{pid}/end",
+                "lastDiff": None, **self._capture(diff=False)}
         with self._lock:
             self._open[pid] = hd
+            self._footprints[pid] = footprint
             self._store(prof)
         return dict(prof)
 
-    def end_diff(self, pid: str) -> dict:
+    def end_diff(self, pid: str, top: int | None = None) -> dict:
         with self._lock:
             prof = self._profiles.get(pid)
             if prof is None:
@@ -323,10 +382,13 @@ class MemwatchState:
                 raise HTTPError(409, f"HeapDiff {pid!r} has already ended",
                                 f"read it with GET /ah/memoryProfile/{pid}")
             self._open[pid] = None  # claimed: a second end() gets a 409
+            # memwatch's own since the start: this profile and the start's footprint
+            own = (prof, self._footprints.get(pid))
         try:
             lock = self._heavy_work()
             try:
                 diff = hd.end()
+                footprint = _request_footprint(extra=own)
             finally:
                 lock.release()
         except BaseException:
@@ -335,19 +397,21 @@ class MemwatchState:
                     self._open[pid] = hd
             raise
         ended = _now()
-        diff = {"timestamp": ended, **diff}
+        with self._lock:
+            started_fp = self._footprints.pop(pid, {})
+        diff = {"timestamp": ended, **_without_requests(diff, started_fp, footprint)}
         self.last_diff = diff
         self.last_event = "diff"
         with self._lock:
             self._open.pop(pid, None)
             prof = dict(self._profiles.get(pid) or prof)
-            prof.update(self._capture())
-            prof.update(state="done", ended=ended, timestamp=ended)
             prof.pop("end", None)
+            prof.update(state="done", ended=ended, timestamp=ended, lastDiff=diff)
+            prof.update(self._capture(diff=False))
             if pid in self._profiles:
                 self._profiles[pid] = prof
-        del hd
-        return dict(prof)
+        del hd, own
+        return _top_details(prof, top)
 
     def take_census(self, top: int | None = None) -> dict:
         top = self.census_top if top is None else top
@@ -363,8 +427,8 @@ class MemwatchState:
         body["timestamp"] = ts
         with self._lock:
             pid = f"census-{next(self._ids)}"
-            prof = {"id": pid, "kind": "census", "state": "done", "timestamp": ts,
-                    "started": ts, "ended": ts, **self._capture(), "census": body}
+            prof = {"id": pid, "kind": "census", "state": "done", "census": body, "timestamp": ts,
+                    "started": ts, "ended": ts, **self._capture(diff=False)}
             self._store(prof)
         return dict(prof)
 
@@ -404,10 +468,206 @@ class MemwatchState:
                 pass
         from memwatch.formatting import format_size
         nodes = info.get("nodes") if isinstance(info, dict) else None
-        return {"path": path, "size_bytes": size, "size": format_size(size), "nodes": nodes,
+        return {"path": path, "name": name, "download": f"/ah/snapshot/{name}",
+                "size_bytes": size, "size": format_size(size), "nodes": nodes,
                 "timestamp": _now(),
                 "open": "Chrome DevTools > Memory > Load profile; at most "
                         f"{self.keep_snapshots} snapshots are kept, older ones are deleted"}
+
+
+    def snapshot_file(self, name: str) -> "RawAnswer":
+        """The bytes of a snapshot this state wrote (and still keeps), as a download."""
+        with self._lock:
+            path = next((p for p in self._snapshots if os.path.basename(p) == name), None)
+            kept = [os.path.basename(p) for p in self._snapshots]
+        if path is None:
+            raise HTTPError(404, f"no snapshot {name!r} written by this server (kept: "
+                            f"{', '.join(kept) or 'none'})",
+                            "write one with POST /ah/snapshot and download the name it answers")
+        with open(path, "rb") as f:
+            data = f.read()
+        return RawAnswer(data, "application/json", [
+            ("Content-Disposition", f'attachment; filename="{name}"')])
+
+    def history_view(self) -> dict:
+        """The live page's chart: (time, current_base, estimated_base, rss) samples and leaks."""
+        n, size = self._ring_next, self._ring_len
+        first = max(0, n - size)
+        rows = [[col[k % size] for col in self._ring] for k in range(first, n)]
+        # NaN marks a missing value (null in JSON), see _num
+        samples = [[None if v != v else v for v in row] for row in rows]
+        leaks = [{"timestamp": _epoch(lk.get("timestamp")), "start": _epoch(lk.get("start")),
+                  "end": _epoch(lk.get("end")), "growth": lk.get("growth"),
+                  "reason": lk.get("reason")} for lk in list(self.leaks)]
+        return {"fields": ["time", "current_base", "estimated_base", "rss"], "samples": samples,
+                "leaks": leaks, "now": time.time(), "rss": _rss_now(), "pid": os.getpid()}
+
+    def retainers_of(self, name: str, limit: int = 5) -> dict:
+        """Retainer paths of the instances of the type called ``name`` (short names resolved)."""
+        lock = self._heavy_work()
+        try:
+            tp, resolved = resolve_type_name(name)
+            try:
+                import memwatch
+                paths = memwatch.retainers(tp, limit=limit, instances=True)
+            finally:
+                del tp
+        finally:
+            lock.release()
+        rows = [_safe_path(p) for p in paths]
+        del paths
+        holders: dict[str, int] = {}
+        for row in rows:
+            if row["holder"] is not None:
+                holders[row["holder"]] = holders.get(row["holder"], 0) + 1
+        common = sorted(holders.items(), key=lambda kv: (-kv[1], kv[0]))
+        return {"type": resolved, "asked": name, "paths": rows,
+                "holders": [{"holder": h, "paths": n} for h, n in common],
+                "note": None if rows else f"no instance of {resolved} is reachable from the roots"}
+
+
+# The request being served by this thread (set by serve()'s handler): its
+# objects are the server's, not the program's, and a HeapDiff started and
+# ended over HTTP leaves them out.
+_request = threading.local()
+# Every request being served right now, by serve()'s handlers (thread id ->
+# roots): concurrent requests' objects are the server's too.
+_active_requests: dict[int, tuple] = {}
+
+
+def _request_footprint(limit: int = 20000, extra: tuple = ()) -> dict[str, list[int]]:
+    """{type name: [objects, bytes]} of what the current request holds: the
+    handler and its socket, files and headers, the request's thread; never
+    the server, the state, modules, classes or functions (shared by all)."""
+    import gc
+    import sys
+    import types as _types
+    from memwatch.typestats import type_name
+    roots = [o for group in list(_active_requests.values()) for o in group]
+    if not roots:
+        return {}
+    roots += [o for o in extra if o is not None]
+    stop = {id(o) for o in getattr(_request, "shared", ())}
+    shared_kinds = (type, _types.ModuleType, _types.FunctionType, _types.CodeType,
+                    _types.BuiltinFunctionType, MemwatchState, Router)
+    out: dict[str, list[int]] = {}
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack and len(seen) < limit:
+        obj = stack.pop()
+        if id(obj) in seen or id(obj) in stop:
+            continue
+        if type(obj) is int and -5 <= obj <= 256:
+            continue      # CPython's cached small ints are never allocated
+        seen.add(id(obj))
+        if isinstance(obj, shared_kinds) and not (
+                isinstance(obj, _types.BuiltinFunctionType) and not isinstance(
+                    getattr(obj, "__self__", None), (_types.ModuleType, type(None)))):
+            continue      # shared; a method bound to a request object is the request's
+        slot = out.setdefault(type_name(type(obj)), [0, 0])
+        slot[0] += 1
+        slot[1] += sys.getsizeof(obj)
+        stack.extend(gc.get_referents(obj))
+    del stack, roots
+    return out
+
+
+def _without_requests(diff: dict, before: dict, after: dict) -> dict:
+    """The diff minus the requests' own objects: the starting request's (freed
+    since) and the ending one's (allocated since)."""
+    if not (before or after):
+        return diff
+    from memwatch.formatting import format_size
+    change = dict(diff["change"])
+    rows = []
+    removed = 0
+    for d in change["details"]:
+        name = d["what"]
+        plus = d["+"] - min(d["+"], after.get(name, (0, 0))[0])
+        minus = d["-"] - min(d["-"], before.get(name, (0, 0))[0])
+        size = d["size_bytes"] - after.get(name, (0, 0))[1] + before.get(name, (0, 0))[1]
+        if plus == d["+"] and minus == d["-"]:
+            rows.append(d)
+            continue
+        removed += d["size_bytes"] - size
+        if plus == 0 and minus == 0:
+            removed += size
+            continue      # only the requests' objects: not a row of the program's
+        rows.append({**d, "+": plus, "-": minus, "size_bytes": size, "size": format_size(size)})
+    change["details"] = rows
+    change["size_bytes"] -= removed
+    change["size"] = format_size(change["size_bytes"])
+    change["allocated_nodes"] = sum(d["+"] for d in rows)
+    change["freed_nodes"] = sum(d["-"] for d in rows)
+    return {**diff, "change": change}
+
+
+def _top_details(prof: dict, top: int | None) -> dict:
+    """A copy of a profile whose diff lists at most ``top`` rows (all when None)."""
+    out = dict(prof)
+    diff = out.get("lastDiff")
+    if top is not None and isinstance(diff, dict) and isinstance(diff.get("change"), dict):
+        details = diff["change"].get("details") or []
+        change = {**diff["change"], "details": details[:top], "details_total": len(details)}
+        out["lastDiff"] = {**diff, "change": change}
+    return out
+
+
+def _rss_now() -> int | None:
+    try:
+        import psutil
+        return psutil.Process().memory_info().rss
+    except Exception:  # noqa: BLE001 - psutil missing or the platform refuses
+        return None
+
+
+_IDENT = re.compile(r"^'[A-Za-z_][A-Za-z0-9_]{0,63}'$")
+
+
+def _safe_path(path: Any) -> dict:
+    """A retainer path for an HTTP answer: type names, attribute names, indices;
+    a dict key is shown only when it reads like an identifier (it could be data)."""
+    from memwatch.retainer_paths import _suffix
+    labels = []
+    for k, st in enumerate(path.steps):
+        head = st.type_name if k else (path.root if st.kind != "external"
+                                          else f"{st.type_name} (external)")
+        name = st.name
+        if st.kind == "key" and not (isinstance(name, str) and _IDENT.match(name)):
+            name = "<key>"
+        labels.append(head if k + 1 == len(path.steps) or st.kind in ("module", "thread", "external")
+                      else head + _suffix(st.kind, name))
+    # The holder: the path up to the object that refers to the target, with
+    # list/tuple positions folded, so instances kept in one container count
+    # as one holder ("most common holder of this type").
+    holder = re.sub(r"\[\d+\]", "[*]", " -> ".join(labels[:-1])) if len(labels) >= 2 else None
+    return {"path": " -> ".join(labels), "length": len(path.steps), "root": path.root,
+            "holder": holder}
+
+
+def resolve_type_name(name: str) -> tuple[type, str]:
+    """:func:`memwatch.retainer_paths.resolve_type` with HTTP errors."""
+    from memwatch.retainer_paths import resolve_type
+    if not (name or "").strip():
+        raise HTTPError(400, "no type name given", "add ?type=NAME, e.g. ?type=app.Session or ?type=dict")
+    try:
+        return resolve_type(name)
+    except LookupError as e:
+        raise HTTPError(404, str(e), "use a name from a census or a diff (POST /ah/census), "
+                        "e.g. app.Session or dict") from None
+    except ValueError as e:
+        raise HTTPError(400, str(e), "give the full name as memwatch prints it (module.Class)") from None
+
+
+class RawAnswer:
+    """A non-JSON answer (the live page, a snapshot download): bytes, type, extra headers."""
+
+    __slots__ = ("body", "content_type", "headers")
+
+    def __init__(self, body: bytes, content_type: str, headers: Iterable[tuple[str, str]] = ()):
+        self.body = body
+        self.content_type = content_type
+        self.headers = list(headers)
 
 
 _default_state: MemwatchState | None = None
@@ -439,7 +699,21 @@ _ROUTES: list[tuple[re.Pattern, dict[str, tuple[str, bool]]]] = [
     (re.compile(r"^/ah/census/?$"), {"POST": ("census", True)}),
     (re.compile(r"^/ah/gc/?$"), {"POST": ("gc", True)}),
     (re.compile(r"^/ah/snapshot/?$"), {"POST": ("snapshot", True)}),
+    (re.compile(r"^/ah/snapshot/(?P<name>[A-Za-z0-9_.-]{1,128}\.heapsnapshot)$"),
+     {"GET": ("download", True)}),
+    (re.compile(r"^/ah/history/?$"), {"GET": ("history", False)}),
+    (re.compile(r"^/ah/retainers/?$"), {"POST": ("retainers", True)}),
+    (re.compile(r"^/ah/ui/?$"), {"GET": ("ui", False)}),
 ]
+
+# Served without the token: the page is static (no data in it); its script
+# reads the token from the URL fragment and sends it on every API call.
+_PUBLIC_PATH = re.compile(r"^/ah/ui/?$")
+
+# JSON body fields each POST route takes (a body is optional; the query string
+# says the same).  Anything else is a 400, never silently ignored.
+_BODY_FIELDS = {"start": (), "end": ("top",), "census": ("top",), "gc": (), "snapshot": (),
+                "retainers": ("type", "limit")}
 
 
 def _query_flag(query: dict, name: str) -> bool:
@@ -505,12 +779,27 @@ class Router:
                             [("WWW-Authenticate", 'Bearer realm="memwatch"')])
 
     def prepare(self, method: str, path: str, authorization: str | None) -> tuple[str, bool, dict]:
-        self.check_auth(authorization)
+        # The token first, even for unknown routes (nothing leaks about them),
+        # except the static page, which holds no data and must load to send it.
+        if not (method.upper() in ("GET", "HEAD") and _PUBLIC_PATH.match(path)):
+            self.check_auth(authorization)
         return self.match(method.upper(), path)
 
-    def call(self, name: str, params: dict, query_string: str) -> tuple[int, Any]:
+    def call(self, name: str, params: dict, query_string: str, body: bytes = b"") -> tuple[int, Any]:
         query = parse_qs(query_string or "", keep_blank_values=True)
+        for key, value in _parse_body(name, body).items():
+            query.setdefault(key, [str(value)])
         st = self.state
+        if name == "ui":
+            from memwatch.livepage import page_answer
+            return 200, page_answer()
+        if name == "history":
+            return 200, st.history_view()
+        if name == "download":
+            return 200, st.snapshot_file(params["name"])
+        if name == "retainers":
+            vals = query.get("type") or [""]
+            return 200, st.retainers_of(vals[-1], _query_int(query, "limit", 5, 1, 100))
         if name == "index":
             return 200, {"routes": ROUTES_HELP, "token_required": self.token is not None}
         if name == "status":
@@ -520,13 +809,13 @@ class Router:
                 return 200, {"memoryProfiles": st.profiles()}
             return 200, {"memoryProfiles": st.profile_ids()}
         if name == "get":
-            return 200, st.get_profile(params["pid"])
+            return 200, st.get_profile(params["pid"], _query_int(query, "top", None, 1, 100000))
         if name == "delete":
             return 200, st.delete_profile(params["pid"])
         if name == "start":
             return 201, st.start_diff()
         if name == "end":
-            return 200, st.end_diff(params["pid"])
+            return 200, st.end_diff(params["pid"], _query_int(query, "top", None, 1, 100000))
         if name == "census":
             top = _query_int(query, "top", None, 1, 1000)
             return 201, st.take_census(top)
@@ -539,15 +828,21 @@ class Router:
     @staticmethod
     def error_body(err: HTTPError) -> tuple[int, list[tuple[str, str]], bytes]:
         body = to_json({"error": err.error, "fix": err.fix, "status": err.status})
-        return err.status, err.headers, body
+        return err.status, [("Content-Type", "application/json"), *err.headers], body
+
+    @staticmethod
+    def encode(status: int, obj: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+        """(status, headers, body) for a handler's result; headers start with Content-Type."""
+        if isinstance(obj, RawAnswer):
+            return status, [("Content-Type", obj.content_type), *obj.headers], obj.body
+        return status, [("Content-Type", "application/json")], to_json(obj)
 
     def respond(self, method: str, path: str, query_string: str,
-                authorization: str | None) -> tuple[int, list[tuple[str, str]], bytes]:
+                authorization: str | None, body: bytes = b"") -> tuple[int, list[tuple[str, str]], bytes]:
         """The whole request in the calling thread."""
         try:
             name, _heavy, params = self.prepare(method, path, authorization)
-            status, obj = self.call(name, params, query_string)
-            return status, [], to_json(obj)
+            return self.encode(*self.call(name, params, query_string, body))
         except HTTPError as err:
             return self.error_body(err)
         except Exception as exc:  # noqa: BLE001 - answer JSON, never a traceback
@@ -555,11 +850,41 @@ class Router:
                                              "see the service's log; report it if it persists"))
 
 
+def _parse_body(name: str, body: bytes) -> dict:
+    """A POST's optional JSON object body; malformed JSON or an unknown field is a 400."""
+    if not body or not body.strip():
+        return {}
+    fields = _BODY_FIELDS.get(name)
+    if fields is None:
+        raise HTTPError(400, "this route takes no request body", "send the request without a body")
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HTTPError(400, f"the request body is not valid JSON ({type(e).__name__} at "
+                        f"{getattr(e, 'pos', '?')})",
+                        "send a JSON object (Content-Type: application/json) or no body") from None
+    if not isinstance(obj, dict):
+        raise HTTPError(400, f"the request body is a JSON {type(obj).__name__}, not an object",
+                        "send a JSON object such as {\"top\": 10}, or no body")
+    unknown = sorted(set(obj) - set(fields))
+    if unknown:
+        known = ", ".join(fields) or "none"
+        raise HTTPError(400, f"unknown field(s) in the request body: {', '.join(map(str, unknown))}",
+                        f"this route takes these fields: {known}")
+    return obj
+
+
 def _internal(exc: BaseException) -> str:
     # The traceback goes to the service's log; the answer never echoes the
     # message: it could quote object contents.
     logging.getLogger("memwatch").error("memwatch HTTP API: internal error", exc_info=exc)
     return f"{type(exc).__name__} in memwatch (message withheld: it could quote object contents)"
+
+
+_MAX_BODY = 65536
+# On every answer: the live page's token must not leave in a Referer header,
+# and nothing may frame or sniff the answers.
+_SECURITY_HEADERS = [("Referrer-Policy", "no-referrer"), ("X-Content-Type-Options", "nosniff")]
 
 
 def _is_api_path(path: str) -> bool:
@@ -582,11 +907,16 @@ def make_wsgi_app(app: Callable | None = None, *, token: str | None = None,
         path = environ.get("PATH_INFO") or "/"
         if app is not None and not _is_api_path(path):
             return app(environ, start_response)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        request_body = environ["wsgi.input"].read(length) if 0 < length <= _MAX_BODY else b""
         status, headers, body = router.respond(environ.get("REQUEST_METHOD", "GET"), path,
                                                environ.get("QUERY_STRING", ""),
-                                               environ.get("HTTP_AUTHORIZATION"))
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                   ("Cache-Control", "no-store"), *headers]
+                                               environ.get("HTTP_AUTHORIZATION"), request_body)
+        headers = [headers[0], ("Content-Length", str(len(body))),
+                   ("Cache-Control", "no-store"), *_SECURITY_HEADERS, *headers[1:]]
         start_response(f"{status} {_REASONS.get(status, '')}", headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
             return [b""]
@@ -632,31 +962,39 @@ def make_asgi_app(app: Callable | None = None, *, token: str | None = None,
         method = scope.get("method", "GET")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         query = scope.get("query_string", b"").decode("latin-1")
-        # Drain the request body (we take none).
+        # Read the request body (a small JSON object at most; more is dropped).
+        chunks: list[bytes] = []
+        size = 0
         more = True
         while more:
             msg = await receive()
             if msg["type"] == "http.disconnect":
                 return None
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size <= _MAX_BODY:
+                chunks.append(chunk)
             more = msg.get("more_body", False)
+        request_body = b"".join(chunks) if size <= _MAX_BODY else b""
         try:
             name, heavy, params = router.prepare(method, path, headers.get("authorization"))
             if heavy:
                 loop = asyncio.get_running_loop()
-                status, obj = await loop.run_in_executor(None, router.call, name, params, query)
+                status, obj = await loop.run_in_executor(None, router.call, name, params, query,
+                                                         request_body)
             else:
-                status, obj = router.call(name, params, query)
-            status, extra, body = status, [], to_json(obj)
+                status, obj = router.call(name, params, query, request_body)
+            status, extra, body = router.encode(status, obj)
         except HTTPError as err:
             status, extra, body = router.error_body(err)
         except Exception as exc:  # noqa: BLE001
             status, extra, body = router.error_body(
                 HTTPError(500, _internal(exc),
                           "see the service's log; report it if it persists"))
-        raw_headers = [(b"content-type", b"application/json"),
-                       (b"content-length", str(len(body)).encode()),
+        raw_headers = [(b"content-length", str(len(body)).encode()),
                        (b"cache-control", b"no-store")]
-        raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra]
+        raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                        for k, v in [extra[0], *_SECURITY_HEADERS, *extra[1:]]]
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
         return None
@@ -680,6 +1018,11 @@ class MemwatchServer:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        """The live page (add ``#token=...`` when the server has a token)."""
+        return self.url + "/ah/ui"
 
     def close(self) -> None:
         """Stop serving and free the port (waits for the serving thread)."""
@@ -727,10 +1070,14 @@ def serve(port: int = 0, host: str = "127.0.0.1", token: str | None = None, *,
         def _handle(self) -> None:
             path, _, query = self.path.partition("?")
             length = int(self.headers.get("Content-Length") or 0)
-            if 0 < length <= 65536:
-                self.rfile.read(length)
-            elif length > 65536:
+            request_body = b""
+            if 0 < length <= _MAX_BODY:
+                request_body = self.rfile.read(length)
+            elif length > _MAX_BODY:
                 self.close_connection = True
+            # the objects of this request are the server's (see _request_footprint)
+            _active_requests[threading.get_ident()] = (self, threading.current_thread())
+            _request.shared = (self.server, router, router.state)
             if not slots.acquire(blocking=False):
                 status, extra, body = Router.error_body(HTTPError(
                     503, f"too many requests at once (more than {max_threads})",
@@ -738,14 +1085,16 @@ def serve(port: int = 0, host: str = "127.0.0.1", token: str | None = None, *,
             else:
                 try:
                     status, extra, body = router.respond(self.command, path, query,
-                                                         self.headers.get("Authorization"))
+                                                         self.headers.get("Authorization"),
+                                                         request_body)
                 finally:
                     slots.release()
+                    _active_requests.pop(threading.get_ident(), None)
+                    _request.shared = None
             self.send_response(status, _REASONS.get(status))
-            self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
-            for k, v in extra:
+            for k, v in [extra[0], *_SECURITY_HEADERS, *extra[1:]]:
                 self.send_header(k, v)
             self.end_headers()
             if self.command != "HEAD":
@@ -766,4 +1115,9 @@ def serve(port: int = 0, host: str = "127.0.0.1", token: str | None = None, *,
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
                               name=f"memwatch-http:{httpd.server_address[1]}", daemon=True)
     thread.start()
-    return MemwatchServer(httpd, thread)
+    server = MemwatchServer(httpd, thread)
+    # The start-up line links the live page; never the token (logs are read widely).
+    logging.getLogger("memwatch").info(
+        "memwatch: HTTP API on %s/ah; live page: %s%s", server.url, server.ui_url,
+        "#token=<your token>" if token is not None else "")
+    return server

@@ -69,6 +69,19 @@ _COUNTERS = [
 ]
 
 
+def _require_client() -> None:
+    """prometheus_client is an optional dependency: say how to get it."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ModuleNotFoundError as e:
+        if e.name != "prometheus_client":
+            raise
+        raise ModuleNotFoundError(
+            "memwatch.prometheus needs the prometheus_client package: "
+            "pip install 'memwatch[prometheus]' (or pip install prometheus-client)",
+            name="prometheus_client") from None
+
+
 def in_multiprocess_mode() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir"))
 
@@ -274,6 +287,7 @@ def register(registry: Any = None, *, top_types: int = 0, state: Any = None,
     ``registry`` (default: prometheus_client's ``REGISTRY``).  In multiprocess
     mode: starts a :class:`MultiprocessSync` (``registry`` is not used: the
     numbers go to the per-process files)."""
+    _require_client()
     with _register_lock:
         if in_multiprocess_mode():
             # one sync per process: a second call (e.g. a hook run twice) returns it

@@ -375,6 +375,24 @@ def run(ns: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"memwatch report: cannot read {ns.jsonl!r}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    except UnicodeDecodeError:
+        print(f"memwatch report: {ns.jsonl!r} is not text (JSON lines): give the file written by "
+              "'memwatch run --jsonl FILE -- ...'", file=sys.stderr)
+        return 2
+    skipped = events["skipped"][0]["count"]
+    if not (events["stats"] or events["leak"]):
+        # An empty report would look like "no leak": say what is wrong instead.
+        if skipped:
+            problem = (f"none of its {skipped} non-empty lines is a memwatch stats or leak event")
+        else:
+            problem = "it is empty (no events)"
+        print(f"memwatch report: nothing to report from {ns.jsonl!r}: {problem}; give the file "
+              "written by 'memwatch run --jsonl FILE -- ...' (or memwatch.on('stats') payloads "
+              "as JSON lines)", file=sys.stderr)
+        return 2
+    if skipped:
+        print(f"memwatch report: skipped {skipped} lines of {ns.jsonl!r} that are not memwatch events",
+              file=sys.stderr)
     title = ns.title or f"memwatch report: {ns.jsonl}"
     with open(ns.output, "w", encoding="utf-8") as fh:
         fh.write(render_html(events, title))

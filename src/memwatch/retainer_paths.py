@@ -21,7 +21,7 @@ from typing import Any
 
 from memwatch._gcstate import quiet_collect
 
-__all__ = ["retainers", "RetainerPath", "RetainerStep"]
+__all__ = ["retainers", "RetainerPath", "RetainerStep", "resolve_type"]
 
 _repr = reprlib.Repr()
 _repr.maxstring = 40
@@ -144,11 +144,72 @@ def _build_path(chain: list[Any], roots: dict[int, str]) -> RetainerPath:
     return RetainerPath(root, steps)
 
 
+def _short_matches(name: str, names: Any) -> list[str]:
+    """Names whose last dotted parts are ``name`` (``Session`` -> ``__main__.Session``)."""
+    return sorted({n for n in names if n.endswith("." + name)})
+
+
+def _did_you_mean(name: str, names: Any) -> str:
+    """``"; did you mean 'a' or 'b'?"`` from names close to ``name`` (in full,
+    or by their last dotted part, as a person types a class name), or ``""``."""
+    import difflib
+    names = list(names)
+    short = name.rsplit(".", 1)[-1]
+    by_last: dict[str, list[str]] = {}
+    for n in names:
+        by_last.setdefault(n.rsplit(".", 1)[-1], []).append(n)
+    close = difflib.get_close_matches(name, names, n=3)
+    for last in difflib.get_close_matches(short, list(by_last), n=3):
+        close += sorted(by_last[last])
+    close = list(dict.fromkeys(close))[:5]
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def resolve_type(name: str) -> tuple[type, str]:
+    """The live type that memwatch calls ``name`` and its full name.
+
+    A short name (``Session``) is resolved to the one type whose full name ends
+    with it.  :raises LookupError: no such type (with close names, if any).
+    :raises ValueError: the short name fits several types (they are listed)."""
+    import builtins
+    import gc
+    import types as _types
+    from memwatch.typestats import type_name
+    name = name.strip()
+    found: dict[str, list[type]] = {}
+    candidates = [v for v in vars(builtins).values() if isinstance(v, type)]
+    candidates += [v for v in vars(_types).values() if isinstance(v, type)]
+    objs = gc.get_objects()
+    try:
+        candidates += [o for o in objs if isinstance(o, type)]
+    finally:
+        del objs
+    for tp in candidates:
+        bucket = found.setdefault(type_name(tp), [])
+        if not any(tp is t for t in bucket):
+            bucket.append(tp)
+    del candidates
+    if name in found and len(found[name]) == 1:
+        return found[name][0], name
+    if name in found:
+        raise ValueError(f"{len(found[name])} different live types are named {name!r} "
+                         "(a class defined more than once); pass the class object itself")
+    near = _short_matches(name, found)
+    if len(near) == 1 and len(found[near[0]]) == 1:
+        return found[near[0]][0], near[0]
+    if near:
+        raise ValueError(f"type name {name!r} is ambiguous: {', '.join(near[:10])}")
+    raise LookupError(f"no type named {name!r} in this process{_did_you_mean(name, found)}")
+
+
 def retainers(obj_or_type: Any, limit: int = 5, *, instances: bool | None = None,
               ignore: Any = (), collect: bool = True) -> list[RetainerPath]:
     """Shortest reference paths from the roots to an object, or to instances of a type.
 
-    :param obj_or_type: the object, or a type (its instances are the targets).
+    :param obj_or_type: the object, or a type (its instances are the targets),
+        or a type's name as memwatch prints it (``"app.Session"``; a short
+        ``"Session"`` is resolved when one type fits; ``instances=False``
+        makes a string the object itself).
     :param limit: at most this many paths: for an object, one per distinct
         referrer (nearest first); for a type, one per instance (nearest first).
     :param instances: force the meaning of a type argument (``False``: the
@@ -162,6 +223,8 @@ def retainers(obj_or_type: Any, limit: int = 5, *, instances: bool | None = None
 
     if limit < 0:
         raise ValueError("limit must be >= 0")
+    if isinstance(obj_or_type, str) and instances is None:
+        obj_or_type, _name = resolve_type(obj_or_type)
     by_type = isinstance(obj_or_type, type) if instances is None else bool(instances)
     if by_type and not isinstance(obj_or_type, type):
         raise TypeError("instances=True needs a type")
@@ -188,16 +251,45 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("file")
     p.add_argument("type", help="type name as memwatch prints it, e.g. app.Session or dict")
     p.add_argument("-n", "--limit", type=int, default=5, help="paths to show (default 5)")
+    p.add_argument("--holders", action="store_true",
+                   help="the most common holders of TYPE's instances (over up to 1000 paths) "
+                   "instead of the paths")
     p.set_defaults(func=_cmd_retainers)
 
 
 def _cmd_retainers(args: Any) -> int:
     from memwatch.snapshot import load_snapshot
+    import re
+    import sys
     snap = load_snapshot(args.file)
-    paths = snap.retainer_paths(args.type, limit=max(1, args.limit))
+    name = args.type
+    counts = snap.type_counts()
+    if name not in counts:
+        near = _short_matches(name, counts)
+        if len(near) == 1:
+            print(f"memwatch retainers: {name!r} is {near[0]!r} in {args.file}", file=sys.stderr)
+            name = near[0]
+        else:
+            hint = (f"; did you mean {' or '.join(repr(c) for c in near[:10])}?" if near
+                    else _did_you_mean(name, counts))
+            print(f"no object of type {name!r} in {args.file}{hint}")
+            return 1
+    paths = snap.retainer_paths(name, limit=1000 if args.holders else max(1, args.limit))
     if not paths:
-        print(f"no object of type {args.type!r} is reachable from the roots in {args.file}")
+        print(f"no object of type {name!r} is reachable from the roots in {args.file}")
         return 1
+    if args.holders:
+        # The path up to the holder, list positions folded: one line per container.
+        held: dict[str, int] = {}
+        for hops in paths:
+            full = snap.format_path(hops)
+            holder = re.sub(r"\[\d+\]", "[*]", full.rsplit(" -> ", 1)[0]) if " -> " in full \
+                else "(a root)"
+            held[holder] = held.get(holder, 0) + 1
+        print(f"most common holders of {name} ({len(paths)} instances looked at):")
+        for holder, n in sorted(held.items(), key=lambda kv: (-kv[1], kv[0]))[:max(1, args.limit)]:
+            print(f"{n:>6}  {holder}")
+        return 0
     for hops in paths:
         print(snap.format_path(hops))
     return 0

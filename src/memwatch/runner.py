@@ -258,6 +258,11 @@ def run(ns: argparse.Namespace) -> int:
     if not ns.module and not os.path.exists(target[0]):
         print(f"memwatch run: no such script: {target[0]!r}", file=sys.stderr)
         return 2
+    if ns.module and not _module_exists(ns.module):
+        print(f"memwatch run: no module named {ns.module!r} in {sys.executable} (as "
+              f"'python -m {ns.module}' would fail); check the name, or install it in this "
+              "interpreter's environment", file=sys.stderr)
+        return 2
     jsonl = open(ns.jsonl, "w", encoding="utf-8") if ns.jsonl else None  # noqa: SIM115
     log = EventLog(out=sys.stderr, jsonl=jsonl, print_stats=not ns.quiet)
     started = _now()
@@ -275,7 +280,8 @@ def run(ns: argparse.Namespace) -> int:
         if ns.serve is not None:
             from memwatch.httpapi import serve
             server = serve(ns.serve, host=ns.host, token=ns.token)
-            print(f"memwatch: HTTP API on {server.url}/ah (status: {server.url}/ah/memoryProfile/status)",
+            print(f"memwatch: HTTP API on {server.url}/ah (live page: {server.ui_url}"
+                  f"{'#token=<your token>' if ns.token else ''})",
                   file=sys.stderr, flush=True)
         code = _run_program(ns.module, target)
     finally:
@@ -292,6 +298,18 @@ def run(ns: argparse.Namespace) -> int:
         if jsonl is not None:
             jsonl.close()
     return code
+
+
+def _module_exists(module: str) -> bool:
+    """Whether ``python -m module`` would find it (its parent packages are imported)."""
+    import importlib.util
+    sys.path.insert(0, os.getcwd())  # as python -m does: the current directory first
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+    finally:
+        sys.path.remove(os.getcwd())
 
 
 def _run_program(module: str | None, target: list[str]) -> int:

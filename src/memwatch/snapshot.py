@@ -26,8 +26,10 @@ any problem into a one-line :class:`SnapshotError`; the ``memwatch summary``,
 """
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
+import threading
 import time
 from collections import deque
 from typing import Any, Iterator
@@ -78,6 +80,7 @@ def write_snapshot(path: str | os.PathLike, *, include_strings: bool = False,
     if collect:
         quiet_collect()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    _writing_started(tmp)
     try:
         try:
             stats = _graph.write_heapsnapshot(fd, include_strings)
@@ -90,9 +93,47 @@ def write_snapshot(path: str | os.PathLike, *, include_strings: bool = False,
         except OSError:
             pass
         raise
+    finally:
+        _writing_done(tmp)
     info = SnapshotInfo(stats)
     info["path"] = path
     return info
+
+
+# A snapshot written from a daemon thread (dump_on_leak runs in the tracker's
+# worker) can be cut off by the interpreter's exit, which would leave its
+# temporary file behind: at exit, wait a little for such writes, then remove
+# what is left.
+_writing: set[str] = set()
+_writing_cv = threading.Condition()
+_atexit_registered = False
+
+
+def _writing_started(tmp: str) -> None:
+    global _atexit_registered
+    with _writing_cv:
+        _writing.add(tmp)
+        if not _atexit_registered:
+            import atexit
+            atexit.register(_finish_writes_at_exit)
+            _atexit_registered = True
+
+
+def _writing_done(tmp: str) -> None:
+    with _writing_cv:
+        _writing.discard(tmp)
+        _writing_cv.notify_all()
+
+
+def _finish_writes_at_exit(timeout: float = 10.0) -> None:
+    with _writing_cv:
+        _writing_cv.wait_for(lambda: not _writing, timeout=timeout)
+        left = list(_writing)
+    for tmp in left:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 # --------------------------------------------------------------------------
@@ -226,8 +267,13 @@ class Snapshot:
     def census(self):
         """The snapshot as a :class:`memwatch.Census` (the Summary view)."""
         from memwatch.typestats import Census, TypeStat
+        started = time.perf_counter()
         rows = [TypeStat(name, c, s) for name, (c, s) in self.type_counts().items()]
-        return Census(rows, timestamp=0.0)
+        # When the heap was taken: the file's time (set by load_snapshot); the
+        # time it took here: reading, checking and counting the file.
+        elapsed = getattr(self, "load_seconds", 0.0) + time.perf_counter() - started
+        return Census(rows, timestamp=getattr(self, "written_at", None) or time.time(),
+                      elapsed=elapsed)
 
     def retainer_paths(self, type_name: str, limit: int = 5) -> list[list[tuple[int, str, Any]]]:
         """Shortest paths from the root to up to ``limit`` nodes of ``type_name``.
@@ -308,8 +354,10 @@ def load_snapshot(path: str | os.PathLike) -> Snapshot:
 
     :raises SnapshotError: missing, unreadable, truncated or malformed (one line)."""
     source = os.fspath(path)
+    started = time.perf_counter()
     try:
         with open(source, "rb") as f:
+            written = os.fstat(f.fileno()).st_mtime
             raw = f.read()
     except FileNotFoundError:
         raise SnapshotError(f"{source}: no such file") from None
@@ -326,7 +374,11 @@ def load_snapshot(path: str | os.PathLike) -> Snapshot:
         raise SnapshotError(f"{source}: not valid JSON (truncated or corrupt?): {msg}") from None
     if not isinstance(data, dict):
         raise SnapshotError(f"{source}: not a V8 heap snapshot (the top level is not an object)")
-    return Snapshot(data, source)
+    snap = Snapshot(data, source)
+    # A census of the file: taken when the file was written, in the time reading took.
+    snap.written_at = written
+    snap.load_seconds = time.perf_counter() - started
+    return snap
 
 
 # --------------------------------------------------------------------------
@@ -337,7 +389,7 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("summary", help="objects by type in a .heapsnapshot (the Summary view)",
                               description="Objects by type in a .heapsnapshot file.")
     p.add_argument("file")
-    p.add_argument("-n", "--limit", type=int, default=25, help="rows to show (default 25)")
+    p.add_argument("-n", "--limit", type=_row_limit, default=25, help="rows to show (default 25; 0: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_summary)
     p = subparsers.add_parser("diff", help="compare two .heapsnapshot files by type "
@@ -345,17 +397,31 @@ def add_parser(subparsers: Any) -> None:
                               description="Compare two .heapsnapshot files, type by type.")
     p.add_argument("before")
     p.add_argument("after")
-    p.add_argument("-n", "--limit", type=int, default=25, help="rows to show (default 25)")
+    p.add_argument("-n", "--limit", type=_row_limit, default=25, help="rows to show (default 25; 0: all)")
     p.add_argument("--json", action="store_true", help="print HeapDiff's JSON instead of a table")
     p.set_defaults(func=_cmd_diff)
+
+
+def _row_limit(text: str) -> int | None:
+    """-n N: N rows; 0 means all of them (None)."""
+    import argparse
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} is negative: give 0 for all rows or a positive count")
+    return n or None
 
 
 def _cmd_summary(args: Any) -> int:
     census = load_snapshot(args.file).census()
     if args.json:
-        print(json.dumps(census.to_dict(limit=args.limit), indent=2))
+        body = census.to_dict(limit=args.limit)
+        body["timestamp"] = _dt.datetime.fromtimestamp(census.timestamp, _dt.timezone.utc).isoformat()
+        print(json.dumps(body, indent=2))
     else:
-        print(census.format(limit=max(1, args.limit)))
+        print(census.format(limit=args.limit or len(census.rows)))
     return 0
 
 
@@ -393,7 +459,7 @@ def _cmd_diff(args: Any) -> int:
     if args.json:
         print(json.dumps(diff, indent=2))
     else:
-        print(format_heapdiff(diff, limit=max(1, args.limit)))
+        print(format_heapdiff(diff, limit=args.limit or len(diff["change"]["details"])))
     return 0
 
 

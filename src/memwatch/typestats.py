@@ -6,7 +6,10 @@ sorted diff rows.
 """
 from __future__ import annotations
 
+import gc
+import sys
 import time
+import weakref
 from typing import Any, Iterator
 
 from memwatch import _core
@@ -77,7 +80,7 @@ class Census:
     A census holds only names and numbers, never the objects themselves."""
 
     __slots__ = ("rows", "total_count", "total_size", "elapsed", "timestamp",
-                 "tracked_only", "sizeof_errors", "overhead_bytes", "_by_name")
+                 "tracked_only", "sizeof_errors", "overhead_bytes", "_by_name", "__weakref__")
 
     def __init__(self, rows: list[TypeStat], *, timestamp: float, elapsed: float = 0.0,
                  tracked_only: bool = False, sizeof_errors: int = 0,
@@ -91,6 +94,7 @@ class Census:
         self.sizeof_errors = sizeof_errors
         self.overhead_bytes = overhead_bytes
         self._by_name = {r.name: r for r in self.rows}
+        _live.add(self)
 
     @classmethod
     def _from_raw(cls, raw: Any) -> "Census":
@@ -99,6 +103,15 @@ class Census:
             slot = merged.setdefault(name, [0, 0])
             slot[0] += count
             slot[1] += size
+        # memwatch does not count itself: the censuses still alive (kept by
+        # the caller, the HTTP API, the tracker) are not part of the program's heap.
+        for name, (count, size) in _own_footprint(raw.tracked_only).items():
+            slot = merged.get(name)
+            if slot is not None:
+                slot[0] -= count
+                slot[1] -= size
+                if slot[0] <= 0:
+                    del merged[name]
         rows = [TypeStat(name, c, s) for name, (c, s) in merged.items()]
         return cls(rows, timestamp=time.time(), elapsed=raw.elapsed_ns / 1e9,
                    tracked_only=raw.tracked_only, sizeof_errors=raw.sizeof_errors,
@@ -160,14 +173,16 @@ class Census:
             "types": [r.to_dict() for r in rows],
         }
 
-    def format(self, limit: int = 20) -> str:
-        """A table a person can read."""
-        lines = [f"{'type':<48} {'count':>10} {'size':>12}"]
+    def format(self, limit: int = 20, width: int = 48) -> str:
+        """A table a person can read; type names longer than ``width`` keep their
+        package and class name (``memwatch.formatting.shorten_name``)."""
+        from memwatch.formatting import shorten_name
+        lines = [f"{'type':<{width}} {'count':>10} {'size':>12}"]
         for r in self.rows[:limit]:
-            lines.append(f"{_clip(r.name, 48):<48} {r.count:>10} {format_size(r.size):>12}")
+            lines.append(f"{shorten_name(r.name, width):<{width}} {r.count:>10} {format_size(r.size):>12}")
         if len(self.rows) > limit:
             lines.append(f"... {len(self.rows) - limit} more types")
-        lines.append(f"{'total':<48} {self.total_count:>10} {format_size(self.total_size):>12}")
+        lines.append(f"{'total':<{width}} {self.total_count:>10} {format_size(self.total_size):>12}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -178,8 +193,58 @@ class Census:
                 f"{len(self.rows)} types>")
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else "..." + text[-(width - 3):]
+_live: "weakref.WeakSet[Census]" = weakref.WeakSet()
+
+
+def _call_refs() -> int:
+    """References ``sys.getrefcount(obj.attr)`` adds to an object held once."""
+    probe = TypeStat(object(), 0, 0)   # type: ignore[arg-type]
+    return sys.getrefcount(probe.name) - 1
+
+
+_CALL_REFS = _call_refs()
+
+
+def _own_footprint(tracked_only: bool) -> dict[str, list[int]]:
+    """Objects and bytes of the live censuses: each Census, its rows list and
+    name dict, its TypeStats, and the name strings only they refer to."""
+    out: dict[str, list[int]] = {}
+
+    def add(obj: Any) -> None:
+        if tracked_only and not gc.is_tracked(obj):
+            return
+        slot = out.setdefault(type_name(type(obj)), [0, 0])
+        slot[0] += 1
+        slot[1] += sys.getsizeof(obj)
+
+    # An attribute value is ours when only censuses refer to it (``holders``
+    # references: a TypeStat slot, a name dict key); immortal or shared
+    # objects (small ints, interned names) stay counted.  The references the
+    # call itself adds are measured once, in the same expression shape.
+    extra = _CALL_REFS
+    add(_live.data)                    # the WeakSet's table (it grows with it)
+    for ref in list(_live.data):       # the WeakSet's own references count too
+        c = ref()
+        if c is None:
+            continue
+        add(ref)
+        add(c)
+        add(c.rows)
+        add(c._by_name)
+        if isinstance(c.timestamp, float) and sys.getrefcount(c.timestamp) <= 1 + extra:
+            add(c.timestamp)
+        if isinstance(c.elapsed, float) and sys.getrefcount(c.elapsed) <= 1 + extra:
+            add(c.elapsed)
+        for r in c.rows:
+            add(r)
+            if sys.getrefcount(r.name) <= 2 + extra:
+                add(r.name)
+            if sys.getrefcount(r.count) <= 1 + extra:
+                add(r.count)
+            if sys.getrefcount(r.size) <= 1 + extra:
+                add(r.size)
+        del c
+    return out
 
 
 def census(*, tracked_only: bool = False, collect: bool = False) -> Census:
