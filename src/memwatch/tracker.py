@@ -281,7 +281,10 @@ class _Tracker:
 
     def _full_stop(self, info: dict) -> None:
         try:
-            if in_quiet_collection():
+            # At interpreter exit the last collections run while modules and
+            # objects are being torn down: record nothing, deliver nothing
+            # (a listener reading a payload then crashed 3.13).
+            if in_quiet_collection() or sys.is_finalizing():
                 return
             end = time.perf_counter()
             pause = end - self._t_start if self._t_start is not None else 0.0
@@ -726,6 +729,10 @@ class _Tracker:
 
     def _emit(self) -> None:
         """Call the listeners for each pending payload (runs inside _deferred.drain)."""
+        if sys.is_finalizing():
+            # No program code while the interpreter is being torn down.
+            self._outbox.clear()
+            return
         while True:
             try:
                 event, payload = self._outbox.popleft()
