@@ -32,6 +32,26 @@ static inline void *mw_malloc(size_t n) { return mw_inject_failure() ? NULL : Py
 static inline void *mw_calloc(size_t n, size_t size) { return mw_inject_failure() ? NULL : PyMem_RawCalloc(n, size); }
 static inline void *mw_realloc(void *p, size_t n) { return mw_inject_failure() ? NULL : PyMem_RawRealloc(p, n); }
 static inline void mw_free(void *p) { PyMem_RawFree(p); }
+
+/* n items of size bytes: NULL (never a wrapped, too-small block) when the
+ * product does not fit, so a caller's size computation cannot overflow. */
+static inline void *
+mw_malloc_array(size_t n, size_t size)
+{
+    if (size != 0 && n > (size_t)PY_SSIZE_T_MAX / size) {
+        return NULL;
+    }
+    return mw_malloc(n * size);
+}
+
+static inline void *
+mw_realloc_array(void *p, size_t n, size_t size)
+{
+    if (size != 0 && n > (size_t)PY_SSIZE_T_MAX / size) {
+        return NULL;
+    }
+    return mw_realloc(p, n * size);
+}
 static inline void mw_fail_allocation_after(Py_ssize_t n) { mw_fail_countdown = n; }
 
 #endif /* MEMWATCH_ALLOC_H */

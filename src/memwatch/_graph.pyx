@@ -121,7 +121,8 @@ cdef extern from "Python.h":
 # Allocation (with a failure injector for the tests)
 # --------------------------------------------------------------------------
 
-from memwatch._alloc cimport _malloc, _calloc, _realloc, _free, mw_fail_allocation_after
+from memwatch._alloc cimport (_malloc, _calloc, _realloc, _free, _malloc_array, _realloc_array,
+                              mw_fail_allocation_after)
 
 
 def _fail_allocation_after(Py_ssize_t n):
@@ -1428,16 +1429,19 @@ def shortest_paths(target, bint by_type, Py_ssize_t limit, tuple ignore=()):
     cdef size_t i, total
     cdef uint32_t u, p
     cdef long t
+    if limit <= 0:
+        raise ValueError(f"limit must be a positive number of paths, not {limit}")
     s = _build(True, None if by_type else target, ignore)
     g = &s.g
     try:
-        if limit <= 0:
-            return [], {}
         total = g.n + NSYN
-        g.limit = <size_t>limit
-        g.parent = <uint32_t*>_malloc(total * sizeof(uint32_t))
-        g.queue = <uint32_t*>_malloc(total * sizeof(uint32_t))
-        g.found = <uint32_t*>_malloc((<size_t>limit + 1) * sizeof(uint32_t))
+        # There are never more results than nodes (one per instance, or one
+        # per distinct referrer): the buffer is sized by what can be found,
+        # never by the caller's limit, so no size computation can wrap.
+        g.limit = <size_t>limit if <size_t>limit < total else total
+        g.parent = <uint32_t*>_malloc_array(total, sizeof(uint32_t))
+        g.queue = <uint32_t*>_malloc_array(total, sizeof(uint32_t))
+        g.found = <uint32_t*>_malloc_array(g.limit + 1, sizeof(uint32_t))
         if g.parent == NULL or g.queue == NULL or g.found == NULL:
             raise MemoryError("memwatch: cannot allocate the retainer search")
         memset(g.parent, 0xFF, total * sizeof(uint32_t))
