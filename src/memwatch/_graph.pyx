@@ -35,6 +35,7 @@ from libc.errno cimport errno, EINTR
 from posix.unistd cimport write as _c_write
 
 import gc as _gc
+import os as _os
 import sys as _sys
 import time as _time
 
@@ -122,7 +123,17 @@ cdef extern from "Python.h":
 # --------------------------------------------------------------------------
 
 from memwatch._alloc cimport (_malloc, _calloc, _realloc, _free, _malloc_array, _realloc_array,
-                              mw_fail_allocation_after)
+                              mw_fail_allocation_after, mw_gc_hold, mw_gc_release,
+                              mw_gc_after_fork_child)
+
+
+def _after_fork_in_child():
+    """As in _core: a child forked while a walk had the GC off gets it back."""
+    return bool(mw_gc_after_fork_child())
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _fail_allocation_after(Py_ssize_t n):
@@ -263,6 +274,7 @@ cdef enum:
     NSYN = 2
 
 DEF NODE_FIELDS = 7
+DEF ABSURD_SIZE = 1 << 48    # as in _core: a bigger size is a lie, basic size instead
 
 
 cdef struct Node:
@@ -468,7 +480,7 @@ cdef long _add(Graph* g, PyObject* o) noexcept:
         nd.size = <uint64_t>(mw_object_sizeof(o) + mw_presize(o))
     elif e.kind == MW_SIZEOF_CFUNC:
         size = mw_sizeof_via(e.fn, o)
-        if size < 0:
+        if size < 0 or size >= ABSURD_SIZE:
             size = mw_basicsize(o)
         else:
             size += mw_presize(o)
@@ -811,7 +823,7 @@ cdef int _finish_sizes(Graph* g) except -1:
                 size = getsizeof(obj)
             except Exception:
                 size = -1
-            if not isinstance(size, int) or size < 0:
+            if not isinstance(size, int) or not 0 <= size < ABSURD_SIZE:
                 size = mw_basicsize(<PyObject*>g.nodes[i].addr)
             g.nodes[i].size = <uint64_t>size
             g.nodes[i].flags &= ~F_DEFERRED
@@ -832,16 +844,26 @@ cdef class _Session:
         self.open = False
 
     def __dealloc__(self):
+        self.release()
         _graph_free(&self.g)
-        if self.open and self.was_enabled:
-            PyGC_Enable()
 
-    cdef void close(self) noexcept:
-        _graph_free(&self.g)
+    cdef void hold(self) noexcept:
+        """GC off for a pass that holds borrowed pointers and runs no Python
+        code (so no other thread can run, nor change the GC state, meanwhile)."""
+        if not self.open:
+            self.was_enabled = mw_gc_hold()
+            self.open = True
+
+    cdef void release(self) noexcept:
+        """The GC state back as the hold found it: before any Python code."""
         if self.open:
             self.open = False
-            if self.was_enabled:
-                PyGC_Enable()
+            mw_gc_release(self.was_enabled)
+
+    cdef void close(self) noexcept:
+        # Releasing the pins may run finalizers: the GC state is restored first.
+        self.release()
+        _graph_free(&self.g)
 
 
 cdef list _thread_roots(object frames):
@@ -879,8 +901,7 @@ cdef _Session _build(bint skip_stack, object keeper, object ignore=()):
     # Materialise the running frames first, so they are part of the heap the
     # census and this walk both see.
     _sys._current_frames()
-    s.was_enabled = PyGC_Disable()
-    s.open = True
+    s.hold()
     try:
         objects = _gc.get_objects()
         extra = []
@@ -909,7 +930,10 @@ cdef _Session _build(bint skip_stack, object keeper, object ignore=()):
                     g.nodes[k].flags &= ~F_EXTERNAL
                 f = f.f_back
             f = None
-        # From here on Python code may run: every node is pinned.
+        # From here on Python code may run: every node is pinned, and the GC
+        # state is the program's again (a collection frees no pinned node; an
+        # edge lost meanwhile is written as a stale one).
+        s.release()
         _finish_sizes(g)
         s.type_names = [_core.type_name(<object><PyObject*>g.types[i].tp) for i in range(g.ntypes)]
         roots = []
@@ -1360,7 +1384,11 @@ def write_heapsnapshot(int fd, bint include_strings=False, Py_ssize_t buffer_siz
             statics.append(name)
         g.nstatic = len(statics)
         g.nstrings = g.nstatic
+        # Writing keeps raw pointers to strings (dict keys) until the string
+        # table is written, and runs no Python code: GC off again meanwhile.
+        s.hold()
         _write_all(s, statics, name_base, 1, root_names)
+        s.release()
         for i in range(g.n):
             nedges += g.nodes[i].ecount
             if g.nodes[i].flags & F_EXTERNAL:
@@ -1453,6 +1481,7 @@ def shortest_paths(target, bint by_type, Py_ssize_t limit, tuple ignore=()):
                 return [], {}
             g.target = <uintptr_t><PyObject*>target
             g.target_idx = <uint32_t>(t + NSYN)
+        s.hold()       # the search runs no Python code (see _Session.hold)
         g.parent[SYN_ROOT] = SYN_ROOT
         labels = {}
         # Level 1: the modules and thread frames, then the external holder.
@@ -1494,6 +1523,7 @@ def shortest_paths(target, bint by_type, Py_ssize_t limit, tuple ignore=()):
                 continue
             if _edges(g, <PyObject*>g.nodes[u - NSYN].addr, _sink_bfs) or g.error:
                 raise MemoryError("memwatch: out of memory during the retainer search")
+        s.release()
         # Chains, as objects: root-most first.
         chains = []
         for i in range(g.nfound):
