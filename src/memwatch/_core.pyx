@@ -43,6 +43,15 @@ cdef extern from "Python.h":
     bint PyUnicode_CheckExact(object)
     object PyUnicode_FromObject(object)
 
+cdef extern from "Python.h":
+    """
+    /* The type says "GC" (whatever its tp_is_gc says of this object). */
+    static inline int mw_type_has_gc(PyObject *o) {
+        return PyType_HasFeature(Py_TYPE(o), Py_TPFLAGS_HAVE_GC);
+    }
+    """
+    int mw_type_has_gc(PyObject*)
+
 cdef extern from "_compat.h":
     Py_ssize_t mw_presize(PyObject*)
     int mw_is_gc(PyObject*)
@@ -387,6 +396,7 @@ cdef struct Walk:
     int recording
     int sole_ref_ok        # see _visit: set while tp_traverse of a non-dict runs
     int dedup_tracked
+    int listed_not_gc      # objects in gc.get_objects() that say they are no GC objects
     int slow_sizes         # self-check failed: size every object via sys.getsizeof
     int error
     uint64_t total_count
@@ -539,7 +549,7 @@ cdef int _visit(PyObject* o, void* arg) noexcept:
     if PyObject_GC_IsTracked(o):
         if not w.dedup_tracked:
             return 0      # reached on its own from gc.get_objects()
-    elif w.sole_ref_ok and mw_sole_reference(o):
+    elif w.sole_ref_ok and mw_sole_reference(o) and not (w.listed_not_gc and mw_type_has_gc(o)):
         # The reference being traversed is this object's only one, so no
         # other path can lead here again: count it without the seen-set.
         return _take(w, o)
@@ -819,6 +829,19 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
             for i in range(n):
                 if ptrset_add(&w.seen, <uintptr_t>PyList_GET_ITEM(<PyObject*>objects, i)) < 0:
                     raise MemoryError("memwatch: cannot allocate the census tables")
+        elif not tracked_only:
+            # An extension type's tp_is_gc may deny what gc.get_objects()
+            # shows (a suspended greenlet: listed, yet "not a GC object", so
+            # not "tracked"): such an object would be counted once from the
+            # list and again when reached by reference.  Whatever the flags
+            # claim, what the list holds goes through the seen-set, and the
+            # sole-reference shortcut (which skips it) is off for GC types.
+            for i in range(n):
+                o = PyList_GET_ITEM(<PyObject*>objects, i)
+                if not mw_is_gc(o):
+                    w.listed_not_gc += 1
+                    if ptrset_add(&w.seen, <uintptr_t>o) < 0:
+                        raise MemoryError("memwatch: cannot allocate the census tables")
         for i in range(n):
             o = PyList_GET_ITEM(<PyObject*>objects, i)
             if _account(&w, o) < 0:
