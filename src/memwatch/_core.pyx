@@ -52,6 +52,12 @@ cdef extern from "Python.h":
     """
     int mw_type_has_gc(PyObject*)
 
+cdef extern from "_ndarray.h":
+    void mw_ndarray_lookup()
+    void mw_ndarray_clear()
+    int mw_is_ndarray(PyObject*)
+    int mw_visit_ndarray(PyObject*, visitproc, void*)
+
 cdef extern from "_compat.h":
     Py_ssize_t mw_presize(PyObject*)
     int mw_is_gc(PyObject*)
@@ -521,7 +527,7 @@ cdef inline int _account(Walk* w, PyObject* o) noexcept:
 
 
 cdef inline bint _has_hidden_referents(PyObject* o) noexcept:
-    return mw_is_gc(o) or mw_is_code(o)
+    return mw_is_gc(o) or mw_is_code(o) or mw_is_ndarray(o)
 
 
 cdef inline int _take(Walk* w, PyObject* o) noexcept:
@@ -578,6 +584,11 @@ cdef inline int _expand(Walk* w, PyObject* o) noexcept:
             return -1
     elif mw_is_code(o):
         if mw_visit_code(o, _visit, w) != 0 or w.error:
+            return -1
+    elif mw_is_ndarray(o):
+        # A view's base, an object array's items: no tp_traverse reports them
+        # (see _ndarray.h).  Several arrays may share them: seen-set always.
+        if mw_visit_ndarray(o, _visit, w) != 0 or w.error:
             return -1
     return 0
 
@@ -793,6 +804,7 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
     w.object_sizeof = _OBJECT_SIZEOF
     deferred = deferred_ti = None
 
+    mw_ndarray_lookup()
     was_enabled = mw_gc_hold()
     held = True
     try:
@@ -925,6 +937,7 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
         _walk_free(&w)
         if held:
             mw_gc_release(was_enabled)
+        mw_ndarray_clear()
 
 
 # --------------------------------------------------------------------------

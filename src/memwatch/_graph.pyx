@@ -58,6 +58,14 @@ cdef extern from "Python.h":
     void _incref "Py_INCREF"(PyObject*)
     void _decref "Py_DECREF"(PyObject*)
 
+cdef extern from "_ndarray.h":
+    void mw_ndarray_lookup()
+    void mw_ndarray_clear()
+    int mw_is_ndarray(PyObject*)
+    int mw_visit_ndarray(PyObject*, visitproc, void*)
+    int mw_ndarray_role(PyObject*, PyObject*)
+    Py_ssize_t mw_ndarray_leading(PyObject*)
+
 cdef extern from "_compat.h":
     Py_ssize_t mw_presize(PyObject*)
     int mw_is_gc(PyObject*)
@@ -544,6 +552,10 @@ cdef const char* _S_STALE = "(stale)"
 cdef const char* _S_EXTERNAL = "(external references)"
 
 
+cdef const char* _S_BASE_ARRAY = "base"
+cdef const char* _S_DTYPE = "dtype"
+
+
 cdef int _label(PyObject* o, PyObject* r, Py_ssize_t ordinal, int* etype, uintptr_t* name) noexcept:
     """Name the reference o -> r (r found by tp_traverse); returns the name kind."""
     cdef PyTypeObject* tp = mw_type(o)
@@ -633,6 +645,18 @@ cdef int _label(PyObject* o, PyObject* r, Py_ssize_t ordinal, int* etype, uintpt
                 return NK_CSTR
             i += 1
         t = mw_tp_base(t)
+    if mw_is_ndarray(o):
+        i = mw_ndarray_role(o, r)
+        if i == 1:
+            name[0] = <uintptr_t>_S_BASE_ARRAY
+            return NK_CSTR
+        if i == 2:
+            name[0] = <uintptr_t>_S_DTYPE
+            return NK_CSTR
+        # An object array's item: its position after base and dtype.
+        etype[0] = ET_ELEMENT
+        name[0] = <uintptr_t>(ordinal - mw_ndarray_leading(o))
+        return NK_INDEX
     if _inline_names_ok:
         k = mw_inline_attr_name(o, r)
         if k != NULL:
@@ -718,6 +742,11 @@ cdef int _edges(Graph* g, PyObject* o, sink_t sink) noexcept:
                     return 1
     elif mw_is_code(o):
         if mw_visit_code(o, _collect, g) != 0 or g.error:
+            g.scratch_n = start
+            return 1
+    elif mw_is_ndarray(o):
+        # base, dtype, object items (see _ndarray.h): what the census follows.
+        if mw_visit_ndarray(o, _collect, g) != 0 or g.error:
             g.scratch_n = start
             return 1
     n = <Py_ssize_t>(g.scratch_n - start)
@@ -864,6 +893,7 @@ cdef class _Session:
         # Releasing the pins may run finalizers: the GC state is restored first.
         self.release()
         _graph_free(&self.g)
+        mw_ndarray_clear()
 
 
 cdef list _thread_roots(object frames):
@@ -901,6 +931,7 @@ cdef _Session _build(bint skip_stack, object keeper, object ignore=()):
     # Materialise the running frames first, so they are part of the heap the
     # census and this walk both see.
     _sys._current_frames()
+    mw_ndarray_lookup()        # until close(): every pass enumerates the same edges
     s.hold()
     try:
         objects = _gc.get_objects()
@@ -1576,10 +1607,13 @@ def label_reference(parent, child):
             except Exception:
                 break
     memset(&g, 0, sizeof(Graph))
+    mw_ndarray_lookup()
     try:
         if mw_traverse(o, _collect, &g) != 0 or g.error:
             raise MemoryError("memwatch: out of memory")
         if mw_is_code(o) and (mw_visit_code(o, _collect, &g) != 0 or g.error):
+            raise MemoryError("memwatch: out of memory")
+        if mw_is_ndarray(o) and (mw_visit_ndarray(o, _collect, &g) != 0 or g.error):
             raise MemoryError("memwatch: out of memory")
         for i in range(<Py_ssize_t>g.scratch_n):
             if g.scratch[i] == c:
@@ -1589,12 +1623,15 @@ def label_reference(parent, child):
                 if nk == NK_CSTR:
                     return ("attr" if etype == ET_PROPERTY else "internal",
                             (<bytes>(<const char*>name)).decode("utf-8", "replace"))
+                if etype == ET_ELEMENT and mw_is_ndarray(o):
+                    return ("index", <Py_ssize_t>name)     # flat, C order
                 if etype == ET_ELEMENT:
                     return ("member", None)
                 return ("ref", i)
         return None
     finally:
         _free(g.scratch)
+        mw_ndarray_clear()
 
 
 def _debug_refs(str name):
