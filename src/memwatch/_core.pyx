@@ -45,12 +45,12 @@ cdef extern from "Python.h":
 
 cdef extern from "Python.h":
     """
-    /* The type says "GC" (whatever its tp_is_gc says of this object). */
-    static inline int mw_type_has_gc(PyObject *o) {
-        return PyType_HasFeature(Py_TYPE(o), Py_TPFLAGS_HAVE_GC);
+    /* The type decides per object whether it is a GC object (tp_is_gc). */
+    static inline int mw_type_has_is_gc(PyObject *o) {
+        return Py_TYPE(o)->tp_is_gc != NULL;
     }
     """
-    int mw_type_has_gc(PyObject*)
+    int mw_type_has_is_gc(PyObject*)
 
 cdef extern from "_ndarray.h":
     void mw_ndarray_lookup()
@@ -402,7 +402,6 @@ cdef struct Walk:
     int recording
     int sole_ref_ok        # see _visit: set while tp_traverse of a non-dict runs
     int dedup_tracked
-    int listed_not_gc      # objects in gc.get_objects() that say they are no GC objects
     int slow_sizes         # self-check failed: size every object via sys.getsizeof
     int error
     uint64_t total_count
@@ -555,7 +554,9 @@ cdef int _visit(PyObject* o, void* arg) noexcept:
     if PyObject_GC_IsTracked(o):
         if not w.dedup_tracked:
             return 0      # reached on its own from gc.get_objects()
-    elif w.sole_ref_ok and mw_sole_reference(o) and not (w.listed_not_gc and mw_type_has_gc(o)):
+    elif w.sole_ref_ok and mw_sole_reference(o) and not mw_type_has_is_gc(o):
+        # (Not for a type with tp_is_gc: its object may also be listed in
+        # gc.get_objects() while "untracked", see walk(); the seen-set decides.)
         # The reference being traversed is this object's only one, so no
         # other path can lead here again: count it without the seen-set.
         return _take(w, o)
@@ -785,6 +786,7 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
     """
     cdef Walk w
     cdef Py_ssize_t i, n
+    cdef int added
     cdef PyObject* o
     cdef int was_enabled
     cdef bint held = False
@@ -841,21 +843,19 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
             for i in range(n):
                 if ptrset_add(&w.seen, <uintptr_t>PyList_GET_ITEM(<PyObject*>objects, i)) < 0:
                     raise MemoryError("memwatch: cannot allocate the census tables")
-        elif not tracked_only:
-            # An extension type's tp_is_gc may deny what gc.get_objects()
-            # shows (a suspended greenlet: listed, yet "not a GC object", so
-            # not "tracked"): such an object would be counted once from the
-            # list and again when reached by reference.  Whatever the flags
-            # claim, what the list holds goes through the seen-set, and the
-            # sole-reference shortcut (which skips it) is off for GC types.
-            for i in range(n):
-                o = PyList_GET_ITEM(<PyObject*>objects, i)
-                if not mw_is_gc(o):
-                    w.listed_not_gc += 1
-                    if ptrset_add(&w.seen, <uintptr_t>o) < 0:
-                        raise MemoryError("memwatch: cannot allocate the census tables")
         for i in range(n):
             o = PyList_GET_ITEM(<PyObject*>objects, i)
+            if not tracked_only and not w.dedup_tracked and not mw_is_gc(o):
+                # An extension type's tp_is_gc may deny what gc.get_objects()
+                # shows (a suspended greenlet: listed, yet "no GC object", so
+                # not "tracked"): whatever the flags claim, such an object
+                # goes through the seen-set, or it would be counted here and
+                # again where a reference reaches it.
+                added = ptrset_add(&w.seen, <uintptr_t>o)
+                if added < 0:
+                    raise MemoryError("memwatch: cannot allocate the census tables")
+                if added == 0:
+                    continue       # reached (and counted) by reference already
             if _account(&w, o) < 0:
                 break
             if not tracked_only:
