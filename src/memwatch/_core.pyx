@@ -509,7 +509,9 @@ cdef inline int _account(Walk* w, PyObject* o) noexcept:
         size = mw_sizeof_via(e.fn, o)
         if size < 0 or size >= ABSURD_SIZE:
             w.sizeof_errors += 1
-            _add_size(w, e, <uint64_t>mw_basicsize(o))
+            size = mw_basicsize(o)
+            e.size += <uint64_t>size
+            w.total_size += <uint64_t>size
             return 0
     else:
         # Sized after the walk, when running Python code is safe.
@@ -520,8 +522,12 @@ cdef inline int _account(Walk* w, PyObject* o) noexcept:
             w.error = ERR_PYTHON
             return -1
         return 0
+    # Plain sums here, in the hot path: these are real sizes of live C objects
+    # (below 2**48 each, their sum below the address space).  Only the sizes
+    # Python code reports, added after the walk, can be absurd: those saturate.
     size += mw_presize(o)
-    _add_size(w, e, <uint64_t>size)
+    e.size += <uint64_t>size
+    w.total_size += <uint64_t>size
     return 0
 
 
