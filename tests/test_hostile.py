@@ -18,7 +18,7 @@ HOSTILE = Path(__file__).resolve().parent / "hostile"
 CASES = sorted(p.name for p in HOSTILE.glob("*.py") if not p.name.startswith("_"))
 
 
-def _run(script: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def _run(script: str, timeout: float = 900) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(HOSTILE.parent)] + sys.path if p)
     env.setdefault("PYTHONFAULTHANDLER", "1")

@@ -62,13 +62,14 @@ class Collects:
         return 32
 
 
-keep = [cls() for cls in (Raises, NotInt, Negative, FloatSize, Mutates, Reenters, Collects)
-        for _ in range(20)]
-for _ in range(3):
+COUNTS = {Raises: 20, NotInt: 20, Negative: 20, FloatSize: 20, Mutates: 20,
+          Reenters: 3, Collects: 3}     # the last two are slow: a walk / a collection each
+keep = [cls() for cls, n in COUNTS.items() for _ in range(n)]
+for _ in range(2):
     c = memwatch.census()
     assert c.sizeof_errors >= 80, c.sizeof_errors   # Raises, NotInt, Negative, FloatSize
-    for name in ("Raises", "NotInt", "Negative", "FloatSize", "Mutates", "Reenters", "Collects"):
-        assert c.count("__main__." + name) == 20, (name, c.count("__main__." + name))
+    for cls, n in COUNTS.items():
+        assert c.count("__main__." + cls.__name__) == n, (cls, c.count("__main__." + cls.__name__))
     with memwatch.HeapDiff() as hd:
         more = [Raises() for _ in range(5)]
     assert {d["what"]: d["+"] for d in hd.result["change"]["details"]}["__main__.Raises"] == 5
