@@ -7,7 +7,7 @@ import tempfile
 import memwatch
 from memwatch.snapshot import load_snapshot
 
-N = 300_000
+N = 100_000
 
 
 class Tail:
@@ -19,14 +19,14 @@ for i in range(N):
     head = [head, i]                        # a linked list N deep
 nested = {}
 d = nested
-for i in range(50_000):
+for i in range(20_000):
     d["k"] = {}
     d = d["k"]
 tup = ()
-for i in range(50_000):
+for i in range(20_000):
     tup = (tup,)
 c = memwatch.census()
-assert c.count("list") >= N and c.count("tuple") >= 50_000 and c.count("dict") >= 50_000
+assert c.count("list") >= N and c.count("tuple") >= 20_000 and c.count("dict") >= 20_000
 path = os.path.join(tempfile.mkdtemp(), "deep.heapsnapshot")
 info = memwatch.write_snapshot(path)
 assert info["nodes"] >= N

@@ -18,12 +18,12 @@ data = json.loads(raw)
 load_snapshot(good).census()
 
 variants = []
-for _ in range(120):                                  # byte-level damage
+for _ in range(40):                                   # byte-level damage
     b = bytearray(raw)
     for _ in range(rng.randint(1, 8)):
         b[rng.randrange(len(b))] = rng.randrange(256)
     variants.append(bytes(b))
-for _ in range(40):                                   # truncation
+for _ in range(15):                                   # truncation
     variants.append(raw[:rng.randrange(len(raw))])
 for key in ("nodes", "edges", "strings"):             # structural damage
     for bad in ([], [-1], ["x"], [2 ** 70], None, {}, [1.5]):
