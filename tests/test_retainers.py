@@ -93,9 +93,21 @@ def test_limit_and_no_path():
     local_only = Orphan()
     # Held only by this frame: the caller's own references are no path.
     assert memwatch.retainers(local_only, limit=3) == []
-    assert memwatch.retainers(Orphan, limit=0) == []
-    with pytest.raises(ValueError):
-        memwatch.retainers(local_only, limit=-1)
+    for bad in (0, -1, 2.0, "3", True, None):
+        with pytest.raises(ValueError, match="limit must be an int"):
+            memwatch.retainers(local_only, limit=bad)
+
+
+def test_huge_limit_is_sized_by_what_is_found():
+    # (limit + 1) * 4 used to wrap: a heap-buffer-overflow (segfault) for any
+    # limit >= 2**62, and a MemoryError around 2**40 for a few instances.
+    Few = _class("Few")
+    keep = [Few() for _ in range(3)]
+    holder = _class("FewHolder")()
+    holder.items = keep
+    for limit in (2 ** 40, 2 ** 62, sys.maxsize, 2 ** 100):
+        assert len(memwatch.retainers(Few, limit=limit)) == 3
+        assert len(memwatch.retainers(keep[0], limit=limit)) == 1
 
 
 def test_does_not_keep_the_target_alive(app_module):

@@ -32,6 +32,70 @@ static inline void *mw_malloc(size_t n) { return mw_inject_failure() ? NULL : Py
 static inline void *mw_calloc(size_t n, size_t size) { return mw_inject_failure() ? NULL : PyMem_RawCalloc(n, size); }
 static inline void *mw_realloc(void *p, size_t n) { return mw_inject_failure() ? NULL : PyMem_RawRealloc(p, n); }
 static inline void mw_free(void *p) { PyMem_RawFree(p); }
+
+/* n items of size bytes: NULL (never a wrapped, too-small block) when the
+ * product does not fit, so a caller's size computation cannot overflow. */
+static inline void *
+mw_malloc_array(size_t n, size_t size)
+{
+    if (size != 0 && n > (size_t)PY_SSIZE_T_MAX / size) {
+        return NULL;
+    }
+    return mw_malloc(n * size);
+}
+
+static inline void *
+mw_realloc_array(void *p, size_t n, size_t size)
+{
+    if (size != 0 && n > (size_t)PY_SSIZE_T_MAX / size) {
+        return NULL;
+    }
+    return mw_realloc(p, n * size);
+}
 static inline void mw_fail_allocation_after(Py_ssize_t n) { mw_fail_countdown = n; }
+
+/*
+ * The GC stays disabled while a walk holds borrowed pointers, and only then:
+ * no Python code runs inside a hold, so no other thread can take the GIL, call
+ * gc.disable()/gc.enable() or fork() while memwatch has the GC off.  A hold
+ * restores exactly the state it found (it never enables a GC it found off).
+ * mw_gc_holds_enabled counts the holds that found the GC on: a child forked
+ * while one is open (by a C thread, or by code memwatch did not foresee) would
+ * otherwise keep the GC off forever, since the holding thread does not exist
+ * in the child; the at-fork hook turns it back on there.
+ */
+static Py_ssize_t mw_gc_holds_enabled = 0;
+
+static inline int
+mw_gc_hold(void)
+{
+    int was = PyGC_Disable();
+    if (was) {
+        mw_gc_holds_enabled++;
+    }
+    return was;
+}
+
+static inline void
+mw_gc_release(int was)
+{
+    if (was) {
+        if (mw_gc_holds_enabled > 0) {
+            mw_gc_holds_enabled--;
+        }
+        PyGC_Enable();
+    }
+}
+
+static inline int
+mw_gc_after_fork_child(void)
+{
+    if (mw_gc_holds_enabled > 0) {
+        mw_gc_holds_enabled = 0;
+        PyGC_Enable();
+        return 1;
+    }
+    return 0;
+}
 
 #endif /* MEMWATCH_ALLOC_H */

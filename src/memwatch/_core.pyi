@@ -40,5 +40,7 @@ def inline_size(obj: object) -> int | None:
 
 def gc_head_size() -> int: ...
 def _self_check() -> list[tuple[str, int, int]]: ...
+def _after_fork_in_child() -> bool:
+    """at-fork hook: re-enable a GC a walk had off when the process forked."""
 def _fail_allocation_after(n: int) -> None:
     """Test harness: make the allocation after the next n ones fail (-1 disarms)."""

@@ -26,6 +26,7 @@ from libc.string cimport memset, memcpy, memcmp
 from libc.stdlib cimport qsort
 
 import gc as _gc
+import os as _os
 import sys as _sys
 import time as _time
 
@@ -38,6 +39,24 @@ cdef extern from "Python.h":
     PyObject* PyList_GET_ITEM(PyObject*, Py_ssize_t)
     Py_ssize_t PyList_GET_SIZE(PyObject*)
     const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
+    bint PyUnicode_Check(object)
+    bint PyUnicode_CheckExact(object)
+    object PyUnicode_FromObject(object)
+
+cdef extern from "Python.h":
+    """
+    /* The type decides per object whether it is a GC object (tp_is_gc). */
+    static inline int mw_type_has_is_gc(PyObject *o) {
+        return Py_TYPE(o)->tp_is_gc != NULL;
+    }
+    """
+    int mw_type_has_is_gc(PyObject*)
+
+cdef extern from "_ndarray.h":
+    void mw_ndarray_lookup()
+    void mw_ndarray_clear()
+    int mw_is_ndarray(PyObject*)
+    int mw_visit_ndarray(PyObject*, visitproc, void*)
 
 cdef extern from "_compat.h":
     Py_ssize_t mw_presize(PyObject*)
@@ -67,7 +86,18 @@ cdef extern from "_compat.h":
 # Bookkeeping structures (all in PyMem_Raw memory)
 # --------------------------------------------------------------------------
 
-from memwatch._alloc cimport _malloc, _calloc, _realloc, _free, mw_fail_allocation_after
+from memwatch._alloc cimport (_malloc, _calloc, _realloc, _free, mw_fail_allocation_after,
+                              mw_gc_hold, mw_gc_release, mw_gc_after_fork_child)
+
+
+def _after_fork_in_child():
+    """A child forked while a walk had the GC off gets it back on (the walking
+    thread does not exist in the child, so it would never restore it)."""
+    return bool(mw_gc_after_fork_child())
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _fail_allocation_after(Py_ssize_t n):
@@ -439,6 +469,23 @@ cdef inline long _type_index(Walk* w, PyTypeObject* tp) noexcept:
     return i
 
 
+# One object's size above this is a lie (a hostile or broken __sizeof__): no
+# 64-bit CPU maps more than 2**57 bytes, and x86-64/arm64 user space is 2**47
+# or 2**48.  Such a size is counted as a sizeof error (basic size instead),
+# and every total saturates instead of wrapping at 2**64.
+DEF ABSURD_SIZE = 1 << 48
+
+
+cdef inline uint64_t _sat_add(uint64_t a, uint64_t b) noexcept nogil:
+    cdef uint64_t r = a + b
+    return r if r >= a else <uint64_t>0xFFFFFFFFFFFFFFFFULL
+
+
+cdef inline void _add_size(Walk* w, TypeEntry* e, uint64_t size) noexcept nogil:
+    e.size = _sat_add(e.size, size)
+    w.total_size = _sat_add(w.total_size, size)
+
+
 cdef inline int _account(Walk* w, PyObject* o) noexcept:
     """Count o once: its type's count and its exact sys.getsizeof() bytes."""
     cdef long ti = _type_index(w, mw_type(o))
@@ -460,7 +507,7 @@ cdef inline int _account(Walk* w, PyObject* o) noexcept:
         size = mw_list_sizeof(o)
     elif e.kind == MW_SIZEOF_CFUNC:
         size = mw_sizeof_via(e.fn, o)
-        if size < 0:
+        if size < 0 or size >= ABSURD_SIZE:
             w.sizeof_errors += 1
             size = mw_basicsize(o)
             e.size += <uint64_t>size
@@ -475,6 +522,9 @@ cdef inline int _account(Walk* w, PyObject* o) noexcept:
             w.error = ERR_PYTHON
             return -1
         return 0
+    # Plain sums here, in the hot path: these are real sizes of live C objects
+    # (below 2**48 each, their sum below the address space).  Only the sizes
+    # Python code reports, added after the walk, can be absurd: those saturate.
     size += mw_presize(o)
     e.size += <uint64_t>size
     w.total_size += <uint64_t>size
@@ -482,7 +532,7 @@ cdef inline int _account(Walk* w, PyObject* o) noexcept:
 
 
 cdef inline bint _has_hidden_referents(PyObject* o) noexcept:
-    return mw_is_gc(o) or mw_is_code(o)
+    return mw_is_gc(o) or mw_is_code(o) or mw_is_ndarray(o)
 
 
 cdef inline int _take(Walk* w, PyObject* o) noexcept:
@@ -510,7 +560,9 @@ cdef int _visit(PyObject* o, void* arg) noexcept:
     if PyObject_GC_IsTracked(o):
         if not w.dedup_tracked:
             return 0      # reached on its own from gc.get_objects()
-    elif w.sole_ref_ok and mw_sole_reference(o):
+    elif w.sole_ref_ok and mw_sole_reference(o) and not mw_type_has_is_gc(o):
+        # (Not for a type with tp_is_gc: its object may also be listed in
+        # gc.get_objects() while "untracked", see walk(); the seen-set decides.)
         # The reference being traversed is this object's only one, so no
         # other path can lead here again: count it without the seen-set.
         return _take(w, o)
@@ -539,6 +591,11 @@ cdef inline int _expand(Walk* w, PyObject* o) noexcept:
             return -1
     elif mw_is_code(o):
         if mw_visit_code(o, _visit, w) != 0 or w.error:
+            return -1
+    elif mw_is_ndarray(o):
+        # A view's base, an object array's items: no tp_traverse reports them
+        # (see _ndarray.h).  Several arrays may share them: seen-set always.
+        if mw_visit_ndarray(o, _visit, w) != 0 or w.error:
             return -1
     return 0
 
@@ -581,20 +638,35 @@ cdef object _type_name(uintptr_t tp_addr):
     cdef bytes raw = (<PyTypeObject*>tp_addr).tp_name
     tp_name = raw.decode("utf-8", "replace")
     try:
-        qual = _TYPE_QUALNAME.__get__(tp)
+        qual = _exact_str(_TYPE_QUALNAME.__get__(tp))
     except BaseException:
         qual = None
     try:
-        mod = _TYPE_MODULE.__get__(tp)
+        mod = _exact_str(_TYPE_MODULE.__get__(tp))
     except BaseException:
         mod = None
-    if not isinstance(qual, str):
+    if qual is None:
         qual = tp_name.rpartition(".")[2]
-    if not isinstance(mod, str):
+    if mod is None:
         mod = tp_name.rpartition(".")[0] or "builtins"
     if mod == "builtins":
         return qual
     return mod + "." + qual
+
+
+cdef object _exact_str(object value):
+    """value as an exact str, or None if it is no str.
+
+    A class's ``__module__`` (and ``__qualname__``) may be a str subclass whose
+    ``__eq__``, ``__add__`` or ``__hash__`` runs code, or raises: comparing or
+    concatenating it with Python semantics would let one class break every
+    heap call.  PyUnicode_FromObject copies a subclass's characters into a
+    plain str in C, so what follows runs no program code."""
+    if PyUnicode_CheckExact(value):
+        return value
+    if PyUnicode_Check(value):
+        return PyUnicode_FromObject(value)
+    return None
 
 
 def type_name(tp):
@@ -697,11 +769,10 @@ cdef int _finish_deferred(Walk* w) except -1:
             size = getsizeof(obj)
         except Exception:
             size = -1
-        if not isinstance(size, int) or size < 0:
+        if not isinstance(size, int) or not 0 <= size < ABSURD_SIZE:
             w.sizeof_errors += 1
             size = mw_basicsize(o)
-        w.types.entries[ti].size += <uint64_t>size
-        w.total_size += <uint64_t>size
+        _add_size(w, &w.types.entries[ti], <uint64_t>size)
     return 0
 
 
@@ -721,8 +792,10 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
     """
     cdef Walk w
     cdef Py_ssize_t i, n
+    cdef int added
     cdef PyObject* o
     cdef int was_enabled
+    cdef bint held = False
     cdef int64_t t0 = _time.perf_counter_ns()
     cdef RawCensus result
     cdef list objects
@@ -739,7 +812,9 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
     w.object_sizeof = _OBJECT_SIZEOF
     deferred = deferred_ti = None
 
-    was_enabled = PyGC_Disable()
+    mw_ndarray_lookup()
+    was_enabled = mw_gc_hold()
+    held = True
     try:
         objects = _gc.get_objects()
         # Created after the object list, so the walk can never reach (and
@@ -776,6 +851,17 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
                     raise MemoryError("memwatch: cannot allocate the census tables")
         for i in range(n):
             o = PyList_GET_ITEM(<PyObject*>objects, i)
+            if not tracked_only and not w.dedup_tracked and not mw_is_gc(o):
+                # An extension type's tp_is_gc may deny what gc.get_objects()
+                # shows (a suspended greenlet: listed, yet "no GC object", so
+                # not "tracked"): whatever the flags claim, such an object
+                # goes through the seen-set, or it would be counted here and
+                # again where a reference reaches it.
+                added = ptrset_add(&w.seen, <uintptr_t>o)
+                if added < 0:
+                    raise MemoryError("memwatch: cannot allocate the census tables")
+                if added == 0:
+                    continue       # reached (and counted) by reference already
             if _account(&w, o) < 0:
                 break
             if not tracked_only:
@@ -812,7 +898,13 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
         if keep_objects:
             result.objects = [<object><PyObject*>rec_addr(&w.records, i)
                               for i in range(<Py_ssize_t>w.records.size)]
-        # From here on Python code may run (user __sizeof__ methods).
+        # From here on Python code may run (user __sizeof__ methods): the GC
+        # state goes back to what it was first, so another thread that runs
+        # meanwhile sees its own state (its gc.disable() is never undone, a
+        # fork() gives a child with the GC as the program set it).  What is
+        # still to be sized is held by strong references in w.deferred.
+        held = False
+        mw_gc_release(was_enabled)
         _finish_deferred(&w)
         del deferred, deferred_ti
         objects = None
@@ -849,8 +941,9 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
         return result
     finally:
         _walk_free(&w)
-        if was_enabled:
-            PyGC_Enable()
+        if held:
+            mw_gc_release(was_enabled)
+        mw_ndarray_clear()
 
 
 # --------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from libc.errno cimport errno, EINTR
 from posix.unistd cimport write as _c_write
 
 import gc as _gc
+import os as _os
 import sys as _sys
 import time as _time
 
@@ -56,6 +57,14 @@ cdef extern from "Python.h":
     int PyType_IsSubtype(PyTypeObject*, PyTypeObject*)
     void _incref "Py_INCREF"(PyObject*)
     void _decref "Py_DECREF"(PyObject*)
+
+cdef extern from "_ndarray.h":
+    void mw_ndarray_lookup()
+    void mw_ndarray_clear()
+    int mw_is_ndarray(PyObject*)
+    int mw_visit_ndarray(PyObject*, visitproc, void*)
+    int mw_ndarray_role(PyObject*, PyObject*)
+    Py_ssize_t mw_ndarray_leading(PyObject*)
 
 cdef extern from "_compat.h":
     Py_ssize_t mw_presize(PyObject*)
@@ -121,7 +130,18 @@ cdef extern from "Python.h":
 # Allocation (with a failure injector for the tests)
 # --------------------------------------------------------------------------
 
-from memwatch._alloc cimport _malloc, _calloc, _realloc, _free, mw_fail_allocation_after
+from memwatch._alloc cimport (_malloc, _calloc, _realloc, _free, _malloc_array, _realloc_array,
+                              mw_fail_allocation_after, mw_gc_hold, mw_gc_release,
+                              mw_gc_after_fork_child)
+
+
+def _after_fork_in_child():
+    """As in _core: a child forked while a walk had the GC off gets it back."""
+    return bool(mw_gc_after_fork_child())
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _fail_allocation_after(Py_ssize_t n):
@@ -262,6 +282,7 @@ cdef enum:
     NSYN = 2
 
 DEF NODE_FIELDS = 7
+DEF ABSURD_SIZE = 1 << 48    # as in _core: a bigger size is a lie, basic size instead
 
 
 cdef struct Node:
@@ -467,7 +488,7 @@ cdef long _add(Graph* g, PyObject* o) noexcept:
         nd.size = <uint64_t>(mw_object_sizeof(o) + mw_presize(o))
     elif e.kind == MW_SIZEOF_CFUNC:
         size = mw_sizeof_via(e.fn, o)
-        if size < 0:
+        if size < 0 or size >= ABSURD_SIZE:
             size = mw_basicsize(o)
         else:
             size += mw_presize(o)
@@ -529,6 +550,10 @@ cdef const char* _S_CELL = "cell_contents"
 cdef const char* _S_STRKEY = "(str key)"
 cdef const char* _S_STALE = "(stale)"
 cdef const char* _S_EXTERNAL = "(external references)"
+
+
+cdef const char* _S_BASE_ARRAY = "base"
+cdef const char* _S_DTYPE = "dtype"
 
 
 cdef int _label(PyObject* o, PyObject* r, Py_ssize_t ordinal, int* etype, uintptr_t* name) noexcept:
@@ -620,6 +645,18 @@ cdef int _label(PyObject* o, PyObject* r, Py_ssize_t ordinal, int* etype, uintpt
                 return NK_CSTR
             i += 1
         t = mw_tp_base(t)
+    if mw_is_ndarray(o):
+        i = mw_ndarray_role(o, r)
+        if i == 1:
+            name[0] = <uintptr_t>_S_BASE_ARRAY
+            return NK_CSTR
+        if i == 2:
+            name[0] = <uintptr_t>_S_DTYPE
+            return NK_CSTR
+        # An object array's item: its position after base and dtype.
+        etype[0] = ET_ELEMENT
+        name[0] = <uintptr_t>(ordinal - mw_ndarray_leading(o))
+        return NK_INDEX
     if _inline_names_ok:
         k = mw_inline_attr_name(o, r)
         if k != NULL:
@@ -705,6 +742,11 @@ cdef int _edges(Graph* g, PyObject* o, sink_t sink) noexcept:
                     return 1
     elif mw_is_code(o):
         if mw_visit_code(o, _collect, g) != 0 or g.error:
+            g.scratch_n = start
+            return 1
+    elif mw_is_ndarray(o):
+        # base, dtype, object items (see _ndarray.h): what the census follows.
+        if mw_visit_ndarray(o, _collect, g) != 0 or g.error:
             g.scratch_n = start
             return 1
     n = <Py_ssize_t>(g.scratch_n - start)
@@ -810,7 +852,7 @@ cdef int _finish_sizes(Graph* g) except -1:
                 size = getsizeof(obj)
             except Exception:
                 size = -1
-            if not isinstance(size, int) or size < 0:
+            if not isinstance(size, int) or not 0 <= size < ABSURD_SIZE:
                 size = mw_basicsize(<PyObject*>g.nodes[i].addr)
             g.nodes[i].size = <uint64_t>size
             g.nodes[i].flags &= ~F_DEFERRED
@@ -831,16 +873,27 @@ cdef class _Session:
         self.open = False
 
     def __dealloc__(self):
+        self.release()
         _graph_free(&self.g)
-        if self.open and self.was_enabled:
-            PyGC_Enable()
 
-    cdef void close(self) noexcept:
-        _graph_free(&self.g)
+    cdef void hold(self) noexcept:
+        """GC off for a pass that holds borrowed pointers and runs no Python
+        code (so no other thread can run, nor change the GC state, meanwhile)."""
+        if not self.open:
+            self.was_enabled = mw_gc_hold()
+            self.open = True
+
+    cdef void release(self) noexcept:
+        """The GC state back as the hold found it: before any Python code."""
         if self.open:
             self.open = False
-            if self.was_enabled:
-                PyGC_Enable()
+            mw_gc_release(self.was_enabled)
+
+    cdef void close(self) noexcept:
+        # Releasing the pins may run finalizers: the GC state is restored first.
+        self.release()
+        _graph_free(&self.g)
+        mw_ndarray_clear()
 
 
 cdef list _thread_roots(object frames):
@@ -878,8 +931,8 @@ cdef _Session _build(bint skip_stack, object keeper, object ignore=()):
     # Materialise the running frames first, so they are part of the heap the
     # census and this walk both see.
     _sys._current_frames()
-    s.was_enabled = PyGC_Disable()
-    s.open = True
+    mw_ndarray_lookup()        # until close(): every pass enumerates the same edges
+    s.hold()
     try:
         objects = _gc.get_objects()
         extra = []
@@ -908,7 +961,10 @@ cdef _Session _build(bint skip_stack, object keeper, object ignore=()):
                     g.nodes[k].flags &= ~F_EXTERNAL
                 f = f.f_back
             f = None
-        # From here on Python code may run: every node is pinned.
+        # From here on Python code may run: every node is pinned, and the GC
+        # state is the program's again (a collection frees no pinned node; an
+        # edge lost meanwhile is written as a stale one).
+        s.release()
         _finish_sizes(g)
         s.type_names = [_core.type_name(<object><PyObject*>g.types[i].tp) for i in range(g.ntypes)]
         roots = []
@@ -1359,7 +1415,11 @@ def write_heapsnapshot(int fd, bint include_strings=False, Py_ssize_t buffer_siz
             statics.append(name)
         g.nstatic = len(statics)
         g.nstrings = g.nstatic
+        # Writing keeps raw pointers to strings (dict keys) until the string
+        # table is written, and runs no Python code: GC off again meanwhile.
+        s.hold()
         _write_all(s, statics, name_base, 1, root_names)
+        s.release()
         for i in range(g.n):
             nedges += g.nodes[i].ecount
             if g.nodes[i].flags & F_EXTERNAL:
@@ -1428,16 +1488,19 @@ def shortest_paths(target, bint by_type, Py_ssize_t limit, tuple ignore=()):
     cdef size_t i, total
     cdef uint32_t u, p
     cdef long t
+    if limit <= 0:
+        raise ValueError(f"limit must be a positive number of paths, not {limit}")
     s = _build(True, None if by_type else target, ignore)
     g = &s.g
     try:
-        if limit <= 0:
-            return [], {}
         total = g.n + NSYN
-        g.limit = <size_t>limit
-        g.parent = <uint32_t*>_malloc(total * sizeof(uint32_t))
-        g.queue = <uint32_t*>_malloc(total * sizeof(uint32_t))
-        g.found = <uint32_t*>_malloc((<size_t>limit + 1) * sizeof(uint32_t))
+        # There are never more results than nodes (one per instance, or one
+        # per distinct referrer): the buffer is sized by what can be found,
+        # never by the caller's limit, so no size computation can wrap.
+        g.limit = <size_t>limit if <size_t>limit < total else total
+        g.parent = <uint32_t*>_malloc_array(total, sizeof(uint32_t))
+        g.queue = <uint32_t*>_malloc_array(total, sizeof(uint32_t))
+        g.found = <uint32_t*>_malloc_array(g.limit + 1, sizeof(uint32_t))
         if g.parent == NULL or g.queue == NULL or g.found == NULL:
             raise MemoryError("memwatch: cannot allocate the retainer search")
         memset(g.parent, 0xFF, total * sizeof(uint32_t))
@@ -1449,6 +1512,7 @@ def shortest_paths(target, bint by_type, Py_ssize_t limit, tuple ignore=()):
                 return [], {}
             g.target = <uintptr_t><PyObject*>target
             g.target_idx = <uint32_t>(t + NSYN)
+        s.hold()       # the search runs no Python code (see _Session.hold)
         g.parent[SYN_ROOT] = SYN_ROOT
         labels = {}
         # Level 1: the modules and thread frames, then the external holder.
@@ -1490,6 +1554,7 @@ def shortest_paths(target, bint by_type, Py_ssize_t limit, tuple ignore=()):
                 continue
             if _edges(g, <PyObject*>g.nodes[u - NSYN].addr, _sink_bfs) or g.error:
                 raise MemoryError("memwatch: out of memory during the retainer search")
+        s.release()
         # Chains, as objects: root-most first.
         chains = []
         for i in range(g.nfound):
@@ -1542,10 +1607,13 @@ def label_reference(parent, child):
             except Exception:
                 break
     memset(&g, 0, sizeof(Graph))
+    mw_ndarray_lookup()
     try:
         if mw_traverse(o, _collect, &g) != 0 or g.error:
             raise MemoryError("memwatch: out of memory")
         if mw_is_code(o) and (mw_visit_code(o, _collect, &g) != 0 or g.error):
+            raise MemoryError("memwatch: out of memory")
+        if mw_is_ndarray(o) and (mw_visit_ndarray(o, _collect, &g) != 0 or g.error):
             raise MemoryError("memwatch: out of memory")
         for i in range(<Py_ssize_t>g.scratch_n):
             if g.scratch[i] == c:
@@ -1555,12 +1623,15 @@ def label_reference(parent, child):
                 if nk == NK_CSTR:
                     return ("attr" if etype == ET_PROPERTY else "internal",
                             (<bytes>(<const char*>name)).decode("utf-8", "replace"))
+                if etype == ET_ELEMENT and mw_is_ndarray(o):
+                    return ("index", <Py_ssize_t>name)     # flat, C order
                 if etype == ET_ELEMENT:
                     return ("member", None)
                 return ("ref", i)
         return None
     finally:
         _free(g.scratch)
+        mw_ndarray_clear()
 
 
 def _debug_refs(str name):

@@ -26,6 +26,9 @@ log = logging.getLogger("memwatch")
 
 _lock = threading.Lock()
 _previous: dict[int, Any] = {}
+# Signal handlers run only in the main thread, one frame inside another: a
+# plain dict (no lock, which a nested handler would deadlock on) is enough.
+_signal_dump = {"busy": False, "pending": False}
 
 
 def snapshot_name(prefix: str = "heapdump") -> str:
@@ -64,7 +67,7 @@ def dump_on_signal(signum: int = getattr(_signal, "SIGUSR2", 0), directory: str 
         raise ValueError("dump_on_signal needs a signal number (SIGUSR2 is not available here)")
     directory = os.fspath(directory) if directory is not None else os.getcwd()
 
-    def handler(received: int, frame: Any) -> None:
+    def dump_once(received: int) -> None:
         try:
             path = write_dump(directory, prefix=prefix, include_strings=include_strings)
         except Exception as e:  # never break the program being diagnosed
@@ -72,6 +75,30 @@ def dump_on_signal(signum: int = getattr(_signal, "SIGUSR2", 0), directory: str 
             return
         if callback is not None:
             callback(path)
+
+    def handler(received: int, frame: Any) -> None:
+        # Python runs a handler between bytecodes, also those of a dump that
+        # is being written: a signal then would start a whole dump inside it
+        # (nested dumps multiply the peak memory and, in a steady stream,
+        # starve the program).  One dump at a time: the signals that arrive
+        # during a dump ask for one more, written after it; the signals that
+        # arrive during that one are dropped (it already reflects them).
+        if _signal_dump["busy"]:
+            _signal_dump["pending"] = True
+            return
+        _signal_dump["busy"] = True
+        try:
+            _signal_dump["pending"] = False
+            dump_once(received)
+            if _signal_dump["pending"]:
+                _signal_dump["pending"] = False
+                dump_once(received)
+                if _signal_dump["pending"]:
+                    log.warning("memwatch: signal %d during a heap snapshot: coalesced "
+                                "(one snapshot at a time)", received)
+        finally:
+            _signal_dump["busy"] = False
+            _signal_dump["pending"] = False
 
     previous = _signal.signal(signum, handler)
     with _lock:

@@ -54,6 +54,7 @@ import logging
 import math
 import os
 import re
+import selectors
 import sys
 import tempfile
 import threading
@@ -1044,74 +1045,374 @@ class MemwatchServer:
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
+class _Conn:
+    __slots__ = ("sock", "buf", "started", "last")
+
+    def __init__(self, sock: Any, now: float) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.started = now      # first byte of the request being read (0: none yet)
+        self.last = now         # last activity
+
+
+class _PooledServer:
+    """The standalone server: one selector thread, a fixed pool of workers.
+
+    A connection costs no thread while its request head is arriving or while
+    it idles between keep-alive requests: the selector thread reads heads
+    (non-blocking) and hands complete ones to the workers.  So slow or idle
+    clients cannot take the threads a status request needs; a head that takes
+    longer than ``head_timeout`` gets a 408, an idle connection is closed after
+    ``idle_timeout``, past ``max_connections`` the longest-idle connection is
+    dropped to admit a new one, and the listen backlog is ``backlog``."""
+
+    MAX_HEAD = 65536
+    MAX_BODY = 65536
+
+    def __init__(self, address: tuple, family: int, respond: Callable, *, workers: int,
+                 idle_timeout: float, head_timeout: float, max_connections: int,
+                 backlog: int) -> None:
+        import collections
+        import queue
+        import socket
+        self._respond = respond
+        self.idle_timeout = idle_timeout
+        self.head_timeout = head_timeout
+        self.max_connections = max_connections
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind(address)
+            self.sock.listen(backlog)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.sock.setblocking(False)
+        self.server_address = self.sock.getsockname()
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.sock, selectors.EVENT_READ, None)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._conns: dict[Any, _Conn] = {}         # in the selector (no worker)
+        self._busy = 0                              # with a worker
+        self._busy_lock = threading.Lock()
+        self._returned: Any = collections.deque()   # handed back by workers
+        self._ready: Any = queue.Queue(maxsize=workers * 4)
+        self._stop = threading.Event()
+        self._loop_done = threading.Event()
+        self._next_reap = 0.0
+        self._workers = [threading.Thread(target=self._work, daemon=True,
+                                          name=f"memwatch-http-worker-{i}")
+                         for i in range(workers)]
+        for t in self._workers:
+            t.start()
+
+    # -- the selector thread ------------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.2) -> None:
+        try:
+            while not self._stop.is_set():
+                for key, _mask in self._sel.select(poll_interval):
+                    if key.data is None:
+                        self._accept()
+                    elif key.data == "wake":
+                        try:
+                            while self._wake_r.recv(4096):
+                                pass
+                        except OSError:
+                            pass
+                    else:
+                        self._read(key.data)
+                while self._returned:
+                    conn = self._returned.popleft()
+                    with self._busy_lock:
+                        self._busy -= 1
+                    conn.last = time.monotonic()
+                    conn.started = 0.0
+                    self._conns[conn.sock] = conn
+                    self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+                self._reap()
+        finally:
+            self._loop_done.set()
+
+    def _accept(self) -> None:
+        import errno
+        for _ in range(64):
+            try:
+                sock, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: make room rather than spin on a
+                    # listening socket that stays readable.
+                    if not self._evict():
+                        time.sleep(0.05)
+                return
+            if len(self._conns) + self._busy >= self.max_connections:
+                self._evict()
+            sock.setblocking(False)
+            conn = _Conn(sock, time.monotonic())
+            conn.started = 0.0
+            self._conns[sock] = conn
+            self._sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _evict(self) -> bool:
+        """Drop the connection idle (or stalled) for longest; False if none."""
+        if not self._conns:
+            return False
+        oldest = min(self._conns.values(), key=lambda c: c.last)
+        self._close(oldest)
+        return True
+
+    def _close(self, conn: _Conn) -> None:
+        if self._conns.pop(conn.sock, None) is not None:
+            try:
+                self._sel.unregister(conn.sock)
+            except (KeyError, ValueError, OSError):
+                pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+
+    def _answer_and_close(self, conn: _Conn, status: int, error: str, fix: str,
+                          headers: Iterable[tuple[str, str]] = ()) -> None:
+        """A short error answer from the selector thread: one non-blocking send."""
+        try:
+            conn.sock.send(self._encode(*Router.error_body(HTTPError(status, error, fix, headers)),
+                                        close=True, head=False))
+        except OSError:
+            pass
+        self._close(conn)
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            self._close(conn)
+            return
+        now = time.monotonic()
+        if not conn.buf:
+            conn.started = now
+        conn.last = now
+        conn.buf += data
+        if b"\r\n\r\n" in conn.buf:
+            self._sel.unregister(conn.sock)
+            del self._conns[conn.sock]
+            with self._busy_lock:
+                self._busy += 1
+            try:
+                self._ready.put_nowait(conn)
+            except Exception:  # queue.Full: every worker busy, and a queue behind them
+                with self._busy_lock:
+                    self._busy -= 1
+                self._conns[conn.sock] = conn   # so _close() unregisters nothing twice
+                self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+                self._answer_and_close(conn, 503, "too many requests at once",
+                                       "retry in a moment", [("Retry-After", "1")])
+        elif len(conn.buf) > self.MAX_HEAD:
+            self._answer_and_close(conn, 400, "request head too large",
+                                   f"send at most {self.MAX_HEAD} bytes of request line and headers")
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        if now < self._next_reap:
+            return
+        self._next_reap = now + min(0.5, self.idle_timeout / 4, self.head_timeout / 4)
+        for conn in list(self._conns.values()):
+            if conn.buf and now - conn.started > self.head_timeout:
+                self._answer_and_close(conn, 408, "request head not received in time",
+                                       f"send the whole request within {self.head_timeout:g} s")
+            elif not conn.buf and now - conn.last > self.idle_timeout:
+                self._close(conn)
+
+    # -- the workers --------------------------------------------------------
+
+    @staticmethod
+    def _encode(status: int, extra: list, body: bytes, *, close: bool, head: bool) -> bytes:
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}", "Server: memwatch"]
+        if not any(k.lower() == "content-type" for k, _ in extra):
+            lines.append("Content-Type: application/json")
+        lines += [f"Content-Length: {len(body)}", "Cache-Control: no-store"]
+        lines += [f"{k}: {v}" for k, v in [*extra, *_SECURITY_HEADERS]]
+        if close:
+            lines.append("Connection: close")
+        out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return out if head else out + body
+
+    def _work(self) -> None:
+        while True:
+            conn = self._ready.get()
+            if conn is None:
+                return
+            keep = False
+            try:
+                conn.sock.settimeout(self.idle_timeout)
+                keep = self._serve_requests(conn)
+            except Exception:  # a broken connection: never a traceback on stderr
+                keep = False
+            if keep and not self._stop.is_set():
+                try:
+                    conn.sock.setblocking(False)
+                    self._returned.append(conn)
+                    self._wake_w.send(b"x")
+                    continue
+                except OSError:
+                    pass
+            try:
+                conn.sock.close()
+            except OSError:
+                pass
+            self._returned_closed()
+
+    def _returned_closed(self) -> None:
+        with self._busy_lock:
+            self._busy -= 1
+
+    def _serve_requests(self, conn: _Conn) -> bool:
+        """Answer the complete request(s) in conn.buf; True to keep the connection."""
+        import http.client
+        import io
+        while True:
+            end = conn.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return True          # the next request's head: back to the selector
+            head = bytes(conn.buf[:end])
+            rest = conn.buf[end + 4:]
+            line, _, header_block = head.partition(b"\r\n")
+            parts = line.decode("latin-1").split()
+            if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+                self._send(conn, 400, "malformed request line",
+                           "send 'METHOD /path HTTP/1.1'", close=True)
+                return False
+            method, target, version = parts
+            try:
+                headers = http.client.parse_headers(io.BytesIO(header_block + b"\r\n\r\n"))
+            except (http.client.HTTPException, ValueError):
+                self._send(conn, 400, "malformed headers", "send at most 100 well-formed headers",
+                           close=True)
+                return False
+            lengths = headers.get_all("Content-Length") or []
+            if headers.get("Transfer-Encoding"):
+                self._send(conn, 400, "chunked request bodies are not accepted",
+                           "send a Content-Length (the API takes no body)", close=True)
+                return False
+            if any(not (v.strip().isascii() and v.strip().isdigit()) for v in lengths) \
+                    or len({v.strip() for v in lengths}) > 1:
+                self._send(conn, 400, f"bad Content-Length: {', '.join(lengths)[:40]!r}",
+                           "send one Content-Length: a non-negative decimal integer", close=True)
+                return False
+            length = int(lengths[0]) if lengths else 0
+            if length > self.MAX_BODY:
+                self._send(conn, 400, f"request body too large ({length} bytes)",
+                           f"send at most {self.MAX_BODY} bytes (the API takes no body)", close=True)
+                return False
+            deadline = time.monotonic() + self.head_timeout
+            while len(rest) < length:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                chunk = conn.sock.recv(65536)
+                if not chunk:
+                    return False
+                rest += chunk
+            conn.buf = bytearray(rest[length:])
+            connection = (headers.get("Connection") or "").lower()
+            close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
+            path, _, query = target.partition("?")
+            status, extra, body = self._respond(method, path, query, headers.get("Authorization"),
+                                                bytes(rest[:length]))
+            conn.sock.sendall(self._encode(status, extra, body, close=close, head=method == "HEAD"))
+            if close or self._stop.is_set():
+                return False
+
+    def _send(self, conn: _Conn, status: int, error: str, fix: str, *, close: bool) -> None:
+        conn.sock.sendall(self._encode(*Router.error_body(HTTPError(status, error, fix)),
+                                       close=close, head=False))
+
+    # -- lifetime (the socketserver interface MemwatchServer uses) ----------
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        self._loop_done.wait(5)
+
+    def server_close(self) -> None:
+        self._stop.set()
+        for conn in list(self._conns.values()):
+            self._close(conn)
+        for _ in self._workers:
+            try:
+                self._ready.put_nowait(None)
+            except Exception:
+                pass
+        for sock in (self.sock, self._wake_r, self._wake_w):
+            try:
+                sock.close()
+            except OSError:
+                pass
+        try:
+            self._sel.close()
+        except OSError:
+            pass
+
+
 def serve(port: int = 0, host: str = "127.0.0.1", token: str | None = None, *,
-          state: MemwatchState | None = None, max_threads: int = 8) -> MemwatchServer:
+          state: MemwatchState | None = None, max_threads: int = 8,
+          idle_timeout: float = 15.0, head_timeout: float = 10.0,
+          max_connections: int = 512, backlog: int = 512) -> MemwatchServer:
     """Serve the HTTP API from a daemon thread; returns a :class:`MemwatchServer`.
 
     ``port=0`` picks a free port (see ``.port``).  Binds to loopback unless
     ``host`` says otherwise; binding elsewhere without a ``token`` warns.
-    At most ``max_threads`` requests are handled at once; more get a 503."""
+    ``max_threads`` workers answer requests (more waiting than four per
+    worker get a 503).  Slow and idle clients take no thread: a request
+    head must arrive within ``head_timeout`` seconds (else 408), an idle
+    keep-alive connection is closed after ``idle_timeout``, at most
+    ``max_connections`` are kept open (the longest idle is dropped for a new
+    one), and ``backlog`` is the listen queue."""
     import socket
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    for name, value in (("max_threads", max_threads), ("max_connections", max_connections),
+                        ("backlog", backlog)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, not {value!r}")
+    for name, value in (("idle_timeout", idle_timeout), ("head_timeout", head_timeout)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
     if host not in _LOOPBACK and token is None:
         warnings.warn(f"memwatch.serve(host={host!r}) without a token: anyone who can reach "
                       "this port can read memory statistics and run heap walks; pass token=...",
                       RuntimeWarning, stacklevel=2)
     router = Router(state, token)
     router.state  # subscribe now, not on the first request
-    slots = threading.BoundedSemaphore(max_threads)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "memwatch"
-        sys_version = ""
+    def respond(method: str, path: str, query: str, authorization: str | None,
+                body: bytes = b"") -> tuple[int, list[tuple[str, str]], bytes]:
+        # The objects of this request are the server's (see _request_footprint).
+        ident = threading.get_ident()
+        _active_requests[ident] = (threading.current_thread(),)
+        _request.shared = (httpd, router, router.state)
+        try:
+            return router.respond(method, path, query, authorization, body)
+        finally:
+            _active_requests.pop(ident, None)
+            _request.shared = None
 
-        def _handle(self) -> None:
-            path, _, query = self.path.partition("?")
-            length = int(self.headers.get("Content-Length") or 0)
-            request_body = b""
-            if 0 < length <= _MAX_BODY:
-                request_body = self.rfile.read(length)
-            elif length > _MAX_BODY:
-                self.close_connection = True
-            # the objects of this request are the server's (see _request_footprint)
-            _active_requests[threading.get_ident()] = (self, threading.current_thread())
-            _request.shared = (self.server, router, router.state)
-            if not slots.acquire(blocking=False):
-                status, extra, body = Router.error_body(HTTPError(
-                    503, f"too many requests at once (more than {max_threads})",
-                    "retry in a moment", [("Retry-After", "1")]))
-            else:
-                try:
-                    status, extra, body = router.respond(self.command, path, query,
-                                                         self.headers.get("Authorization"),
-                                                         request_body)
-                finally:
-                    slots.release()
-                    _active_requests.pop(threading.get_ident(), None)
-                    _request.shared = None
-            self.send_response(status, _REASONS.get(status))
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            for k, v in [extra[0], *_SECURITY_HEADERS, *extra[1:]]:
-                self.send_header(k, v)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = do_OPTIONS = _handle
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        allow_reuse_address = True
-
-    if ":" in host:
-        Server.address_family = socket.AF_INET6
-    httpd = Server((host, port), Handler)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    httpd = _PooledServer((host, port), family, respond, workers=max_threads,
+                          idle_timeout=float(idle_timeout), head_timeout=float(head_timeout),
+                          max_connections=max_connections, backlog=backlog)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
                               name=f"memwatch-http:{httpd.server_address[1]}", daemon=True)
     thread.start()

@@ -17,6 +17,7 @@ instance's ``__dict__``, as ``vars(obj)`` would.
 from __future__ import annotations
 
 import reprlib
+import sys
 from typing import Any
 
 from memwatch._gcstate import quiet_collect
@@ -221,8 +222,9 @@ def retainers(obj_or_type: Any, limit: int = 5, *, instances: bool | None = None
     """
     from memwatch import _graph
 
-    if limit < 0:
-        raise ValueError("limit must be >= 0")
+    from memwatch.typestats import check_count
+    # More than sys.maxsize paths cannot exist: "all of them", not an overflow.
+    limit = min(check_count("limit", limit), sys.maxsize)
     if isinstance(obj_or_type, str) and instances is None:
         obj_or_type, _name = resolve_type(obj_or_type)
     by_type = isinstance(obj_or_type, type) if instances is None else bool(instances)

@@ -281,6 +281,8 @@ class Snapshot:
         Breadth-first from node 0 over every edge but weak ones.  Each path is a
         list of ``(node, edge type, edge name)`` hops, the root excluded, the
         edge being the one that leads to that node."""
+        from memwatch.typestats import check_count
+        limit = check_count("limit", limit)
         parent: dict[int, tuple[int, str, Any]] = {0: (-1, "", "")}
         queue = deque([0])
         found: list[int] = []

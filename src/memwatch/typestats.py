@@ -21,6 +21,21 @@ __all__ = ["census", "Census", "TypeStat", "TypeStatDiff", "type_name"]
 type_name = _core.type_name
 
 
+def check_count(name: str, value: Any, *, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``, or a ValueError naming the argument.
+
+    Counts (``limit=``, ``top=``) are validated before any C code sizes a
+    buffer from them: a bool, a float, a string or an out-of-range number is
+    a mistake in the caller, not a request for "everything"."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise ValueError(f"{name} must be an int >= {minimum}, not {value!r} "
+                         f"({type(value).__name__}): pass a whole number such as {name}=5")
+    n = value.__index__()
+    if n < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, not {n}")
+    return n
+
+
 class TypeStat:
     """Objects of one type in a census: how many, and their total bytes."""
 
@@ -144,7 +159,7 @@ class Census:
         return stat.size if stat else 0
 
     def top(self, limit: int = 10) -> list[TypeStat]:
-        return self.rows[:limit]
+        return self.rows[:check_count("limit", limit, minimum=0)]
 
     def compare_to(self, old: "Census") -> list[TypeStatDiff]:
         """Per-type change from ``old`` to this census, biggest change in bytes
@@ -162,7 +177,7 @@ class Census:
 
     def to_dict(self, limit: int | None = None) -> dict[str, Any]:
         """JSON-ready, with node-memwatch's key names."""
-        rows = self.rows if limit is None else self.rows[:limit]
+        rows = self.rows if limit is None else self.rows[:check_count("limit", limit, minimum=0)]
         return {
             "nodes": self.total_count,
             "size_bytes": self.total_size,
@@ -177,6 +192,8 @@ class Census:
         """A table a person can read; type names longer than ``width`` keep their
         package and class name (``memwatch.formatting.shorten_name``)."""
         from memwatch.formatting import shorten_name
+        limit = check_count("limit", limit, minimum=0)
+        width = check_count("width", width, minimum=8)
         lines = [f"{'type':<{width}} {'count':>10} {'size':>12}"]
         for r in self.rows[:limit]:
             lines.append(f"{shorten_name(r.name, width):<{width}} {r.count:>10} {format_size(r.size):>12}")
