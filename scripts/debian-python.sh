@@ -69,7 +69,14 @@ prepare() {
     flock -u 9; return 0
   fi
   if [ ! -f "$ROOT/.memwatch-debootstrapped" ]; then
-    command -v debootstrap >/dev/null || die "debootstrap is not installed: apt-get install -y debootstrap"
+    if ! command -v debootstrap >/dev/null; then
+      # From the host's own (stable) sources: a fresh CI machine lacks it.
+      echo "== apt-get install debootstrap (host)"
+      { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q debootstrap \
+          || { apt-get -o DPkg::Lock::Timeout=900 update -q \
+               && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -q debootstrap; }
+      } >"$ROOT.host-apt.log" 2>&1 || { tail -20 "$ROOT.host-apt.log" >&2; die "could not install debootstrap"; }
+    fi
     local tmp="$ROOT.partial"
     no_mounts_under "$tmp" || die "$tmp has mounts under it; unmount them first"
     rm -rf "$tmp"
