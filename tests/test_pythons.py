@@ -11,14 +11,9 @@ import pytest
 import memwatch
 from memwatch import _core, _graph
 
+from test_census import gc_off  # noqa: F401 - the shared fixture
 
-@pytest.fixture
-def gc_off():
-    was = gc.isenabled()
-    gc.disable()
-    yield
-    if was:
-        gc.enable()
+
 
 
 def _unique_function():
