@@ -133,23 +133,30 @@ python_for() {
   esac
 }
 
-mode=test
-case "${1:-}" in
-  --prepare) prepare; exit 0 ;;
-  --run) mode=run; shift ;;
-  ""|-h|--help) sed -n '2,24p' "$0"; exit 2 ;;
-esac
-version="$1"; shift
-py=$(python_for "$version")
-prepare
-copy_tree "$version"
-echo "== $(in_chroot "" "$py" --version 2>&1) in the Debian sid chroot $ROOT"
-# The venv lives outside the copied tree, so it survives between runs
-# (test.sh reuses an existing venv and reinstalls memwatch into it).
-venv="/work/venv-$version"
-if [ "$mode" = test ]; then
-  in_chroot "PYTHON=$py VENV=$venv MEMWATCH_TEST_EXTRAS=${MEMWATCH_TEST_EXTRAS:-test}" /bin/bash -c 'cd "$1" && shift && exec bash scripts/test.sh "$@"' _ "/work/memwatch-$version" "$@"
-else
-  [ $# -gt 0 ] || die "--run needs a command"
-  in_chroot "PYTHON=$py VENV=$venv" /bin/bash -c 'cd "$1" && shift && exec "$@"' _ "/work/memwatch-$version" "$@"
-fi
+# All of the work is in one function, read whole before it runs: editing
+# this file while a (long) run is going cannot change what that run does.
+main() {
+  mode=test
+  case "${1:-}" in
+    --prepare) prepare; exit 0 ;;
+    --run) mode=run; shift ;;
+    ""|-h|--help) sed -n '2,24p' "$0"; exit 2 ;;
+  esac
+  version="$1"; shift
+  py=$(python_for "$version")
+  prepare
+  copy_tree "$version"
+  echo "== $(in_chroot "" "$py" --version 2>&1) in the Debian sid chroot $ROOT"
+  # The venv lives outside the copied tree, so it survives between runs
+  # (test.sh reuses an existing venv and reinstalls memwatch into it).
+  venv="/work/venv-$version"
+  if [ "$mode" = test ]; then
+    in_chroot "PYTHON=$py VENV=$venv MEMWATCH_TEST_EXTRAS=${MEMWATCH_TEST_EXTRAS:-test}" /bin/bash -c 'cd "$1" && shift && exec bash scripts/test.sh "$@"' _ "/work/memwatch-$version" "$@"
+  else
+    [ $# -gt 0 ] || die "--run needs a command"
+    in_chroot "PYTHON=$py VENV=$venv" /bin/bash -c 'cd "$1" && shift && exec "$@"' _ "/work/memwatch-$version" "$@"
+  fi
+}
+
+main "$@"
+exit $?
