@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -394,7 +395,13 @@ def _attach_command(args: Any) -> int:
             raise AttachError(f"no such directory: {os.path.dirname(dest)}")
         res = remote_call(pid, "snapshot", timeout=timeout, include_strings=args.include_strings)
         try:
-            shutil.move(res["path"], dest)
+            # The file's place is ours to say, never the target's answer: a
+            # target may be another (less trusted) user than the caller.
+            src = os.path.join(res["_directory"], "snapshot.heapsnapshot")
+            st = os.lstat(src)
+            if not stat.S_ISREG(st.st_mode):
+                raise AttachError(f"process {pid} left something other than a snapshot file")
+            shutil.move(src, dest)
             os.chmod(dest, 0o600)
             if os.stat(dest).st_uid != os.getuid():   # written by a service account for root
                 os.chown(dest, os.getuid(), os.getgid())
