@@ -164,6 +164,7 @@ def test_a_target_that_never_reaches_a_safe_point_times_out(tmp_path, capsys):
     # one long C call never reaches a safe point: sum() over a range runs
     # in C without checking the eval breaker.
     proc = _start(tmp_path, pause="sum(range(10 ** 13))")
+    time.sleep(1.0)  # a few bytecodes after "ready" it is inside sum() for good
     try:
         code, out, err = _cli(capsys, "--timeout", 1.5, proc.pid, "census")
     finally:
