@@ -145,6 +145,9 @@ main() {
   version="$1"; shift
   py=$(python_for "$version")
   prepare
+  # One run per version at a time: they share the copy of the tree and the venv.
+  exec 8>"$ROOT.run-$version.lock"
+  flock -n 8 || { echo "== waiting for another $version run to finish"; flock 8; }
   copy_tree "$version"
   echo "== $(in_chroot "" "$py" --version 2>&1) in the Debian sid chroot $ROOT"
   # The venv lives outside the copied tree, so it survives between runs
