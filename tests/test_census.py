@@ -355,7 +355,10 @@ def test_sole_references_are_counted_exactly_once(gc_off):
     # sole-reference string in a list, tuple and instance.
     key = "".join(["sole-key-", str(id(object()))])
     mixed = {1: "one", key: 2}
-    assert sys.getrefcount(key) == 3      # the dict, this local, the call's argument
+    # The dict, this local and (before 3.14) the call's argument: from 3.14 on
+    # the argument is a borrowed stack reference, which is why a count of 1
+    # no longer proves a sole reference there (the C shortcut is off on 3.14+).
+    assert sys.getrefcount(key) == (2 if sys.version_info >= (3, 14) else 3)
     del key                               # now the dict holds the only reference
     in_list = ["".join(["sole-in-list-", str(i)]) for i in range(3)]
     in_tuple = tuple("".join(["sole-in-tuple-", str(i)]) for i in range(3))

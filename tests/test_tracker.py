@@ -260,6 +260,9 @@ def test_listeners_run_outside_the_collector_and_may_collect():
 
 
 def test_gc_and_heapdiff_inside_a_listener():
+    # Exact counts: no timer sample may land in between (a slow HeapDiff, on
+    # a loaded machine or a debug build, outlasts the 5 s timer_interval).
+    memwatch.configure(timer_interval=None)
     events = []
     inner = []
 
@@ -280,6 +283,9 @@ def test_gc_and_heapdiff_inside_a_listener():
 
 
 def test_heapdiff_collections_are_not_counted():
+    # Exact counts: no timer sample may land in between (a slow HeapDiff, on
+    # a loaded machine or a debug build, outlasts the 5 s timer_interval).
+    memwatch.configure(timer_interval=None)
     events = []
     memwatch.on("stats", events.append)
     memwatch.gc()

@@ -20,6 +20,36 @@
  * (GIL) build from 3.8 on; free-threaded builds are not supported. */
 #define MW_GC_HEAD_SIZE ((Py_ssize_t)(2 * sizeof(void *)))
 
+/* Free-threaded builds (3.13t, 3.14t: Py_GIL_DISABLED) are refused.  Their
+ * objects have another header (ob_tid, a split reference count), the GC
+ * keeps no PyGC_Head lists, and other threads run during the walk, so the
+ * borrowed pointers the walk follows could be freed under it.  The module
+ * still imports (so `import memwatch` and its pure-Python parts work); the
+ * first call that would walk the heap raises instead of crashing. */
+#ifdef Py_GIL_DISABLED
+#define MW_FREE_THREADED 1
+#else
+#define MW_FREE_THREADED 0
+#endif
+
+/* Test harness: pretend to be a free-threaded build (one flag per module). */
+static int mw_pretend_free_threaded = 0;
+
+static inline int
+mw_refuse_unsupported_build(void)
+{
+    if (MW_FREE_THREADED || mw_pretend_free_threaded) {
+        PyErr_SetString(PyExc_RuntimeError,
+            "memwatch does not support free-threaded CPython builds "
+            "(Py_GIL_DISABLED, e.g. python3.13t or python3.14t): its heap walk "
+            "follows borrowed pointers that other threads could free. "
+            "Run the program under the default build of the same version "
+            "(python3.14 instead of python3.14t).");
+        return -1;
+    }
+    return 0;
+}
+
 /* The "pre-header" that sys.getsizeof() adds on top of __sizeof__(). */
 static inline Py_ssize_t
 mw_presize(PyObject *o)
@@ -92,7 +122,8 @@ mw_visit_code(PyObject *o, visitproc visit, void *arg)
     MW_VISIT(co->co_filename);
     MW_VISIT(co->co_name);
     MW_VISIT(co->co_linetable);
-#elif PY_VERSION_HEX < 0x030F0000
+#elif PY_VERSION_HEX < 0x03100000
+    /* 3.11 to 3.15: the same fields (3.15's _PyCode_DEF is 3.14's). */
     MW_VISIT(co->co_consts);
     MW_VISIT(co->co_names);
     MW_VISIT(co->co_exceptiontable);

@@ -64,6 +64,8 @@ cdef extern from "_compat.h":
     int mw_traverse(PyObject*, visitproc, void*)
     int mw_visit_code(PyObject*, visitproc, void*)
     int mw_visit_dict_keys(PyObject*, visitproc, void*)
+    int mw_refuse_unsupported_build() except -1
+    int mw_pretend_free_threaded
     int mw_classify_sizeof(PyTypeObject*, object name, PyCFunction object_sizeof, PyCFunction* out)
     Py_ssize_t mw_object_sizeof(PyObject*)
     PyCFunction mw_method_cfunc(object descr)
@@ -103,6 +105,12 @@ if hasattr(_os, "register_at_fork"):
 def _fail_allocation_after(Py_ssize_t n):
     """Test harness: the allocation after the next ``n`` ones fails (-1 disarms)."""
     mw_fail_allocation_after(n)
+
+
+def _pretend_free_threaded(bint on):
+    """Test harness: refuse to walk as a free-threaded build would."""
+    global mw_pretend_free_threaded
+    mw_pretend_free_threaded = on
 
 
 cdef uint64_t _FIB = 0x9E3779B97F4A7C15ULL
@@ -803,6 +811,7 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
     cdef void* shrunk
     global _untracked_hint
 
+    mw_refuse_unsupported_build()   # free-threaded builds: an error, not a crash
     memset(&w, 0, sizeof(Walk))
     if keep_objects:
         record = True

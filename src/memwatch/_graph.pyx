@@ -72,6 +72,8 @@ cdef extern from "_compat.h":
     int mw_traverse(PyObject*, visitproc, void*)
     int mw_visit_code(PyObject*, visitproc, void*)
     int mw_visit_dict_keys(PyObject*, visitproc, void*)
+    int mw_refuse_unsupported_build() except -1
+    int mw_pretend_free_threaded
     int mw_dict_traverse(PyObject*, visitproc, void*)
 
 cdef extern from "Python.h":
@@ -147,6 +149,12 @@ if hasattr(_os, "register_at_fork"):
 def _fail_allocation_after(Py_ssize_t n):
     """Test harness: the allocation after the next ``n`` ones fails (-1 disarms)."""
     mw_fail_allocation_after(n)
+
+
+def _pretend_free_threaded(bint on):
+    """Test harness: refuse to walk as a free-threaded build would."""
+    global mw_pretend_free_threaded
+    mw_pretend_free_threaded = on
 
 
 cdef uint64_t _FIB = 0x9E3779B97F4A7C15ULL
@@ -925,6 +933,7 @@ cdef _Session _build(bint skip_stack, object keeper, object ignore=()):
     cdef Graph* g = &s.g
     cdef long k
     cdef size_t i
+    mw_refuse_unsupported_build()   # free-threaded builds: an error, not a crash
     g.slow_sizes = bool(_core._SELF_CHECK_MISMATCHES)
     g.sizeof_name = <PyObject*>_SIZEOF_NAME
     g.object_sizeof = _OBJECT_SIZEOF

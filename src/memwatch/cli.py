@@ -23,6 +23,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("retainers", "memwatch.retainer_paths"),
     ("run", "memwatch.runner"),
     ("report", "memwatch.report"),
+    ("attach", "memwatch.attach"),
 ]
 
 
