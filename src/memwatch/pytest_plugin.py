@@ -498,6 +498,19 @@ def _malloc_in_use() -> Callable[[], int] | None:
     return _MALLOC[0]
 
 
+def _fill_free_lists() -> None:
+    """Fill the free lists of dicts (and their keys), lists and floats to
+    the brim: a leaked dict taken from a free list adds no allocator block,
+    so the blocks are compared with those free lists in the same (full)
+    state each time.  Allocating as many as a list holds and dropping them
+    all leaves it full, whatever it held before.  (The tuple free lists hold
+    2000 per size: filling them would cost more than the pass.)"""
+    keep = [{"k": i} for i in range(100)]
+    keep += [[] for _ in range(100)]
+    keep += [i + 0.5 for i in range(120)]
+    del keep
+
+
 class _Screen:
     """The cheap first pass of ``--memwatch-leaks``: after the first call and
     after each of the next two, a young-generation collection and two
@@ -520,6 +533,7 @@ class _Screen:
         import gc
         from memwatch._gcstate import quiet_collect
         quiet_collect(1)
+        _fill_free_lists()
         self.blocks.append(sys.getallocatedblocks())
         self.bytes.append(self.in_use() if self.in_use is not None else 0)
         full = gc.get_stats()[-1]["collections"]
@@ -737,14 +751,6 @@ def _judge(raws: list[Any], *, label: str, warmup: int, runs: int, tolerance: fl
 # Retainer paths for the failure message
 # --------------------------------------------------------------------------
 
-def _retainers_function() -> Callable[..., Any] | None:
-    try:
-        import memwatch
-        return getattr(memwatch, "retainers")
-    except (ImportError, AttributeError):
-        return None
-
-
 _PLAIN_CONTAINERS = (list, tuple, set, frozenset)
 
 
@@ -783,10 +789,109 @@ def _live_objects() -> list[Any]:
     return found
 
 
+_TRACE_FRAMES = 16             # tracemalloc frames kept while finding examples
+# Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF (3.11+, 3.12+): objects
+# with a pre-header, whose allocation tracemalloc may not find.
+_PRE_HEADER = (1 << 4) | (1 << 3)
+_OWN_DIR = __file__.rsplit("/", 1)[0].rsplit("\\", 1)[0]
+
+
+def _foreign_frames(traceback: Any) -> list[Any]:
+    """The allocation's frames, innermost first, without memwatch's, pytest's
+    and pluggy's own."""
+    import os
+    skip = (_OWN_DIR + os.sep, os.sep + "_pytest" + os.sep, os.sep + "pluggy" + os.sep)
+    # A tracemalloc.Traceback runs from the oldest frame to the most recent.
+    frames = list(traceback)[::-1]
+    return [f for f in frames if not any(s in f.filename for s in skip)]
+
+
+def _format_site(frames: list[Any]) -> str:
+    """Where it was allocated: the innermost frame, and the innermost one
+    outside the standard library (the caller's code) when that is another."""
+    import linecache
+    import os
+    import sysconfig
+    stdlib = sysconfig.get_paths().get("stdlib", "\0") + os.sep
+    shown = frames[:1] + [f for f in frames[1:] if not f.filename.startswith(stdlib)][:1] \
+        if frames and frames[0].filename.startswith(stdlib) else frames[:1]
+    cwd = os.getcwd() + os.sep
+    parts = []
+    for f in shown:
+        name = f.filename[len(cwd):] if f.filename.startswith(cwd) else f.filename
+        line = linecache.getline(f.filename, f.lineno).strip()
+        parts.append(f"{name}:{f.lineno}" + (f" ({_clip(line, 60)})" if line else ""))
+    return " <- ".join(parts)
+
+
+def _describe_function(func: Any) -> str:
+    code = getattr(func, "__code__", None)
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    module = getattr(func, "__module__", None)
+    text = f"{module}.{name}" if module and module != "builtins" else name
+    if code is not None:
+        text += f" ({code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})"
+    return text
+
+
+def _thread_target(thread: Any) -> str | None:
+    """What a thread runs: its target, its own run(), or the function its
+    running frame entered from Thread.run."""
+    import threading
+    target = getattr(thread, "_target", None)
+    if target is not None:
+        return _describe_function(target)
+    run = getattr(type(thread), "run", None)
+    if run is not None and run is not threading.Thread.run:
+        return _describe_function(run)
+    ident = getattr(thread, "ident", None)
+    frame = sys._current_frames().get(ident) if ident is not None else None
+    run_code = threading.Thread.run.__code__
+    while frame is not None:
+        back = frame.f_back
+        if back is not None and back.f_code is run_code:
+            code = frame.f_code
+            return (f"{getattr(code, 'co_qualname', code.co_name)} "
+                    f"({code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})")
+        frame = back
+    return None
+
+
+def _holder_path(obj: Any, ignore: tuple[Any, ...]) -> str | None:
+    """The shortest retainer path of the object itself (for a class: of the
+    class, never of its instances), with the holders named as a reader looks
+    for them: ``gc.garbage`` when that list holds it, a thread's target when
+    a thread holds it (or is it)."""
+    import gc
+    import threading
+    from memwatch import _graph
+    from memwatch.retainer_paths import _build_path
+    chains, roots = _graph.shortest_paths(obj, False, 1, ignore)
+    if not chains:
+        return None
+    chain = chains[0]
+    del chains
+    text = str(_build_path(chain, roots))
+    start = 1 if chain and chain[0] is None else 0
+    head = chain[start] if len(chain) > start else None
+    if head is not None and head is gc.garbage:
+        prefix = "list (external)"
+        text = "gc.garbage" + (text[len(prefix):] if text.startswith(prefix) else " -> " + text)
+    thread = next((o for o in chain[start:] if isinstance(o, threading.Thread)), None)
+    if thread is not None:
+        target = _thread_target(thread)
+        if target:
+            text += f" (thread {thread.name!r} running {target})"
+    del chain, head, thread
+    return text
+
+
 def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> None:
-    """One more call, with every object listed before and after it: a new
-    object of a top type is one whose address was not there before; ask
-    memwatch.retainers() who holds it."""
+    """One more call, traced by tracemalloc, with every object listed before
+    and after it: an example is an object of a top type that is new, was
+    allocated during the call and not by memwatch; its holder is found by
+    the C graph search and its allocation site is shown."""
+    import tracemalloc
     from memwatch import type_name
     from memwatch._gcstate import quiet_collect
 
@@ -795,8 +900,10 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
         return
     for name in wanted:
         m.examples[name] = None
-    retainers = _retainers_function()
-    if retainers is None:
+    try:
+        from memwatch import _graph  # noqa: F401
+        from memwatch.retainer_paths import _build_path  # noqa: F401
+    except ImportError:
         m.example_note = "memwatch.retainers() is not available in this memwatch"
         return
     wanted_set = set(wanted)
@@ -815,41 +922,53 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     # Addresses in a C array, not a set of ints: no new int survives the call.
     before = array("Q", sorted(id(o) for o in objects if type(o) in types))
     del objects
-    call()
-    sinks.trim()
-    _settle(quiet_collect)
-    objects = _live_objects()
-    types = wanted_types(objects)
-    old = set(before)
-    # The type names made for the scans are new objects too: not examples.
-    old.update(map(id, names.values()))
-    old.add(id(before))
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start(_TRACE_FRAMES)
     found: dict[str, list[Any]] = {n: [] for n in wanted}
-    for obj in objects:
-        if type(obj) in types and id(obj) not in old:
-            bucket = found[names[type(obj)]]
-            if len(bucket) < _EXAMPLE_CANDIDATES:
-                bucket.append(obj)
-    obj = None
-    del objects, old, before, types
+    sites: dict[int, str] = {}
     try:
-        params = inspect.signature(retainers).parameters
-    except (TypeError, ValueError):
-        params = {}
-    options = "ignore" in params and "collect" in params
+        call()
+        _settle(quiet_collect)
+        objects = _live_objects()
+        types = wanted_types(objects)
+        old = set(before)
+        old.update(map(id, names.values()))
+        old.add(id(names))
+        old.add(id(before))
+        for obj in objects:
+            if type(obj) not in types or id(obj) in old:
+                continue
+            bucket = found[names[type(obj)]]
+            if len(bucket) >= _EXAMPLE_CANDIDATES:
+                continue
+            # None for an instance whose attributes live inline on 3.11
+            # (tracemalloc misses their pre-header): still a new object.
+            traceback = tracemalloc.get_object_traceback(obj)
+            if traceback is None and not was_tracing and not type(obj).__flags__ & _PRE_HEADER:
+                continue           # made before the call, tracked only now
+            frames = _foreign_frames(traceback) if traceback is not None else []
+            if traceback is not None and not frames:
+                continue           # memwatch's (or pytest's) own bookkeeping
+            bucket.append(obj)
+            if frames:
+                sites[id(obj)] = _format_site(frames)
+        obj = None
+        del objects, old, types
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    del before
     for name in wanted:
         candidates = found.pop(name)
         candidates.reverse()
         while candidates:
             # Passed straight from the list: this frame holds no name for it,
             # and the plugin's own containers are no path.
-            if options:
-                paths = retainers(candidates.pop(), limit=1, ignore=(found, candidates),
-                                  collect=False)
-            else:
-                paths = retainers(candidates.pop(), limit=1)
-            if paths:
-                m.examples[name] = str(paths[0])
+            site = sites.get(id(candidates[-1]))
+            path = _holder_path(candidates.pop(), (found, candidates, sites, names))
+            if path:
+                m.examples[name] = path + (f"\n      allocated at {site}" if site else "")
                 break
         del candidates
 
