@@ -134,14 +134,15 @@ def prepare(suite: Suite, cache: Path) -> tuple[Path, Path]:
 
 
 def run_pytest(python: Path, work: Path, suite: Suite, extra: list[str], xml: Path,
-               timeout: float = 3600) -> tuple[float, float, str]:
+               timeout: float = 3600, paths: list[str] | None = None) -> tuple[float, float, str]:
     """(cpu seconds, wall seconds, stdout) of one pytest run."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src")
     env.pop("CI", None)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     cmd = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-           f"--junitxml={xml}", "-o", "junit_family=xunit2", *suite.args, *extra, *suite.tests]
+           f"--junitxml={xml}", "-o", "junit_family=xunit2", *suite.args, *extra,
+           *(suite.tests if paths is None else paths)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=work, env=env, stdout=subprocess.PIPE,
@@ -195,7 +196,8 @@ def bench(suite: Suite, cache: Path) -> dict:
             continue
         # Alone, in a fresh interpreter: flagged again means the growth went
         # on over the confirmation calls with no other test around it.
-        _, _, alone = run_pytest(python, work, suite, PLUGIN + [nodeid], work / "alone.xml")
+        _, _, alone = run_pytest(python, work, suite, PLUGIN, work / "alone.xml",
+                                 paths=[nodeid])
         head = re.search(r"leaks: .*", alone)
         if re.search(r"^LEAK ", alone, re.M):
             true_flags.append(nodeid)
@@ -231,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"... {suite.label}", file=sys.stderr, flush=True)
         rows.append(bench(suite, cache))
+        r = rows[-1]
+        # A row as soon as a suite is done: the whole run takes long.
+        print(f"    {r['suite']}: plain {r['plain']:.2f} s, plugin {r['plugin']:.2f} s, "
+              f"{r['ratio']:.2f}x, flags {r['true']} true / {r['false']} false, "
+              f"red only under the plugin {len(r['red_only'])}", file=sys.stderr, flush=True)
     print(f"\nPython {sys.version.split()[0]}, CPU seconds of each pytest run "
           f"(machine shared with other work)\n")
     print("| suite | tests (measured) | plain s | `--memwatch-leaks` s | ratio "
