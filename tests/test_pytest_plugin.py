@@ -52,7 +52,7 @@ def run(pytester, monkeypatch):
 
     def runner(*args: str, subprocess: bool = True):
         if subprocess:
-            return pytester.runpytest_subprocess(*BASE_ARGS, *args, timeout=300)
+            return pytester.runpytest_subprocess(*BASE_ARGS, *args, timeout=600)
         return pytester.runpytest(*BASE_ARGS, *args)
 
     return runner
@@ -203,6 +203,7 @@ def test_marker(func, i):
 
 
 def test_leaky_code_always_fails(pytester, run):
+    pytester.makeconftest(SHORT_CONFIRM)
     pytester.makepyfile(test_leaky=LEAKY)
     result = run("-q")
     result.assert_outcomes(failed=24)
