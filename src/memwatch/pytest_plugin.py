@@ -42,7 +42,8 @@ from typing import Any
 
 import pytest
 
-__all__ = ["LeakFailed", "Measurements", "RunDelta", "check_no_leak",
+__all__ = ["LeakFailed", "Measurements", "RunDelta", "check_no_leak", "NotRepeatable",
+           "NotRepeatableWarning", "CONFIRM_CALLS",
            "DEFAULT_WARMUP", "DEFAULT_RUNS", "DEFAULT_TOLERANCE"]
 
 MARKER = "no_leak"
@@ -87,11 +88,25 @@ class Measurements:
     the types whose count grew on every run; ``memory_grew`` is true when the
     bytes (ignored types left out) grew on every run by more than
     ``tolerance``; ``leaked`` is either; ``examples`` maps a type name to one
-    retainer path (a string) of a new object, filled in only when it leaked."""
+    retainer path (a string) of a new object, filled in only when it leaked.
+
+    ``calls`` is how many times the function was called in all;
+    ``screened`` is true when the cheap first pass found no growth (no
+    census was taken: ``deltas`` is empty); ``confirmed_calls`` is the
+    number of calls the growth was followed over, ``stopped`` the types
+    (and ``"memory"``) that grew on the measured runs and then stopped: a
+    cache that filled, not a leak."""
 
     def __init__(self, *, label: str, warmup: int, runs: int, tolerance: float,
                  ignore: tuple[str, ...], deltas: list[RunDelta], growing: list[str],
-                 memory_grew: bool, overhead: float) -> None:
+                 memory_grew: bool, overhead: float, calls: int = 0,
+                 screened: bool = False) -> None:
+        self.calls = calls
+        self.screened = screened
+        self.confirmed_calls = 0
+        self.stopped: list[str] = []
+        self.confirm_note: str | None = None
+        self.not_repeatable: str | None = None
         self.label = label
         self.warmup = warmup
         self.runs = runs
@@ -159,8 +174,13 @@ class Measurements:
             from memwatch.formatting import format_size
             limit = f" by more than {format_size(self.tolerance)}" if self.tolerance else ""
             parts.append(f"memory grew{limit}")
-        return (f"{self.label} leaks: {' and '.join(parts)} on every one of "
+        text = (f"{self.label} leaks: {' and '.join(parts)} on every one of "
                 f"{self.runs} measured runs (after {self.warmup} warm-up runs)")
+        if self.confirmed_calls:
+            text += f" and kept growing over {self.confirmed_calls} calls"
+            if self.confirm_note:
+                text += f" ({self.confirm_note} {CONFIRM_SECONDS:g} s reached)"
+        return text
 
     def format(self, limit: int = 15) -> str:
         """The failure table: each growing type with its count and bytes per run."""
@@ -403,6 +423,38 @@ def _undo_patches(mp: Any, n_attr: int, n_item: int, no_syspath: bool, no_cwd: b
 # The measurement
 # --------------------------------------------------------------------------
 
+# Growth seen on the measured runs is followed up to this many calls of the
+# test in all: a bounded cache that one call adds to has filled by then (the
+# last stage, calls 128-256, sees it flat), a leak still grows.
+CONFIRM_CALLS = 256
+# ... or until the follow-up has taken this long (slow tests): the verdict
+# then says over how many calls the growth continued.
+CONFIRM_SECONDS = 30.0
+# A stage confirms growth when it grew by at least this share of what the
+# measured runs' slowest rate predicts for its length.
+_CONFIRM_SHARE = 0.5
+
+
+class NotRepeatable(Exception):
+    """A call after the first failed: the test cannot be measured by calling
+    it again (its first call passed, and that is its verdict)."""
+
+    def __init__(self, call_no: int, reason: str) -> None:
+        super().__init__(f"not repeatable: call {call_no} {reason}")
+        self.call_no = call_no
+        self.reason = f"call {call_no} {reason}"
+
+
+def _describe(exc: BaseException) -> str:
+    if type(exc).__name__ == "_Recorded":
+        return str(exc)
+    if isinstance(exc, pytest.skip.Exception):
+        return f"was skipped: {_clip(str(exc.msg if hasattr(exc, 'msg') else exc), 160)}"
+    text = str(exc).strip().splitlines()
+    first = _clip(text[0], 160) if text else ""
+    return f"raised {type(exc).__name__}" + (f": {first}" if first else "")
+
+
 def _settle(collect: Callable[[], int]) -> None:
     # A second pass when the first found garbage: finalizers and weakref
     # callbacks can free more.
@@ -410,17 +462,111 @@ def _settle(collect: Callable[[], int]) -> None:
         collect()
 
 
+def _malloc_in_use_function() -> Callable[[], int] | None:
+    """glibc's mallinfo2(): the bytes malloc has handed out (Python's blocks
+    over 512 bytes, C buffers), in microseconds; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None)
+        mallinfo2 = libc.mallinfo2
+    except (OSError, AttributeError, ImportError):
+        return None
+
+    class _Info(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+            "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    mallinfo2.restype = _Info
+    mallinfo2.argtypes = []
+
+    def in_use() -> int:
+        info = mallinfo2()
+        return info.uordblks + info.hblkhd
+
+    return in_use
+
+
+_MALLOC: list[Any] = []
+
+
+def _malloc_in_use() -> Callable[[], int] | None:
+    if not _MALLOC:
+        _MALLOC.append(_malloc_in_use_function())
+    return _MALLOC[0]
+
+
+def _fill_free_lists() -> None:
+    """Fill the free lists of dicts (and their keys), lists and floats to
+    the brim: a leaked dict taken from a free list adds no allocator block,
+    so the blocks are compared with those free lists in the same (full)
+    state each time.  Allocating as many as a list holds and dropping them
+    all leaves it full, whatever it held before.  (The tuple free lists hold
+    2000 per size: filling them would cost more than the pass.)"""
+    keep = [{"k": i} for i in range(100)]
+    keep += [[] for _ in range(100)]
+    keep += [i + 0.5 for i in range(120)]
+    del keep
+
+
+class _Screen:
+    """The cheap first pass of ``--memwatch-leaks``: after the first call and
+    after each of the next two, a young-generation collection and two
+    counters that cost microseconds: the allocator's blocks in use
+    (``sys.getallocatedblocks()``: every object, tracked or not) and the
+    bytes malloc has handed out.  A leak of objects adds blocks on every
+    call; a test that grew neither is clean without a heap walk.  A full
+    automatic collection during the calls could free old garbage and hide a
+    growth: then the pass is inconclusive and the full verdict runs."""
+
+    __slots__ = ("blocks", "bytes", "full_collections", "in_use")
+
+    def __init__(self) -> None:
+        self.blocks = array("q")
+        self.bytes = array("q")
+        self.in_use = _malloc_in_use()
+        self.full_collections = -1
+
+    def sample(self) -> None:
+        import gc
+        from memwatch._gcstate import quiet_collect
+        quiet_collect(1)
+        _fill_free_lists()
+        self.blocks.append(sys.getallocatedblocks())
+        self.bytes.append(self.in_use() if self.in_use is not None else 0)
+        full = gc.get_stats()[-1]["collections"]
+        if self.full_collections < 0:
+            self.full_collections = full
+        elif full != self.full_collections:
+            self.full_collections = -2     # a full collection ran: inconclusive
+
+    def grew(self, tolerance: float) -> bool:
+        if self.full_collections == -2:
+            return True
+        b, s = self.blocks, self.bytes
+        steps = range(1, len(b))
+        return (all(b[i] > b[i - 1] for i in steps)
+                or all(s[i] - s[i - 1] > tolerance for i in steps))
+
+
 def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
                   warmup: int | None = None, runs: int | None = None,
                   ignore: Any = None, tolerance: float | None = None,
                   examples: bool = True, raise_on_leak: bool = True,
-                  funcargs: Iterable[Any] = (), node: Any = None) -> Measurements:
+                  funcargs: Iterable[Any] = (), node: Any = None,
+                  screen: bool = False, confirm: bool = True) -> Measurements:
     """Call ``call()`` ``warmup`` times, then ``runs`` times with a census
-    after a full collection around each, and judge the growth.
+    after a full collection around each, and judge the growth; growth on
+    every measured run is followed up (``confirm``) to ``CONFIRM_CALLS``
+    calls and is a leak only when it keeps going.
 
-    Exceptions from ``call`` propagate unchanged.  Raises :class:`LeakFailed`
-    (a pytest failure) when it leaks and ``raise_on_leak``; returns the
-    :class:`Measurements` otherwise."""
+    The first call is the test's own: its exceptions propagate unchanged.
+    An exception from a later call raises :class:`NotRepeatable`.  With
+    ``screen``, a cheap first pass decides whether the census runs at all.
+    Raises :class:`LeakFailed` (a pytest failure) when it leaks and
+    ``raise_on_leak``; returns the :class:`Measurements` otherwise."""
     warmup, runs, ignore_names, tolerance = _options(warmup, runs, ignore, tolerance)
     from memwatch import _core
     from memwatch._gcstate import quiet_collect
@@ -429,41 +575,70 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
     perf = time.perf_counter
     sinks = _Sinks()
     sinks.begin(funcargs, node)
+    calls = 0
+
+    def invoke() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            # The first call runs before the sinks are marked, so its
+            # captured logs and warnings stay in the report.
+            call()
+            sinks.mark()
+            return
+        failure = None
+        try:
+            call()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - pytest outcomes too
+            failure = _describe(exc)
+            del exc
+        sinks.trim()
+        if failure is not None:
+            raise NotRepeatable(calls, failure)
+
+    if screen:
+        first = _Screen()
+        invoke()
+        first.sample()
+        for _ in range(2):
+            invoke()
+            first.sample()
+        if not first.grew(tolerance):
+            return Measurements(label=label, warmup=warmup, runs=runs, tolerance=tolerance,
+                                ignore=ignore_names, deltas=[], growing=[],
+                                memory_grew=False, overhead=0.0, calls=calls,
+                                screened=True)
+    while calls < warmup:
+        invoke()
+
     raws: list[Any] = [None] * (runs + 1)
     spent = array("d", bytes(8 * (runs + 1)))
-
-    # The first call runs before the sinks are marked, so its captured logs
-    # and warnings stay in the report.
-    first = True
-    for _ in range(warmup):
-        call()
-        if first:
-            sinks.mark()
-            first = False
-        sinks.trim()
     t0 = perf()
     _settle(quiet_collect)
     raws[0] = walk()
     spent[0] = perf() - t0
     for i in range(1, runs + 1):
-        call()
-        if first:
-            sinks.mark()
-            first = False
-        sinks.trim()
+        invoke()
         t0 = perf()
         _settle(quiet_collect)
         raws[i] = walk()
         spent[i] = perf() - t0
-
-    m = _judge(raws, label=label, warmup=warmup, runs=runs, tolerance=tolerance,
+    measured_warmup = calls - runs
+    m = _judge(raws, label=label, warmup=measured_warmup, runs=runs, tolerance=tolerance,
                ignore=ignore_names, overhead=sum(spent) / (runs + 1))
+    last = _table(raws[-1])
+    _uncount_own(last, runs, raws[0])
     del raws
+    m.calls = calls
+    if m.leaked and confirm:
+        _confirm(m, invoke, lambda: calls, last, walk, quiet_collect)
     if m.leaked:
         if examples:
             try:
-                _find_examples(m, call, sinks)
-            except pytest.fail.Exception:
+                _find_examples(m, invoke, sinks)
+            except (pytest.fail.Exception, NotRepeatable):
                 raise
             except BaseException as exc:  # noqa: BLE001 - diagnostics only
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -472,6 +647,63 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
         if raise_on_leak:
             raise LeakFailed(m)
     return m
+
+
+def _confirm(m: Measurements, invoke: Callable[[], None], calls: Callable[[], int],
+             last: dict[str, list[int]], walk: Callable[[], Any],
+             collect: Callable[[], int]) -> None:
+    """Keep calling, a census at 16, 32, ... CONFIRM_CALLS calls: a growing
+    type (or the bytes) must grow in every stage by at least half what its
+    slowest measured rate predicts.  What stops growing was a cache filling;
+    the verdict keeps only what grew to the end."""
+    rates = {n: min(d.count(n) for d in m.deltas) for n in m.growing}
+    byte_rate = min(m.size_diffs) if m.memory_grew else 0
+    total_size = _total(last, m.ignore)
+    start = time.perf_counter()
+    checkpoint = 16
+    while (rates or byte_rate > 0) and calls() < CONFIRM_CALLS:
+        while checkpoint <= calls():
+            checkpoint *= 2
+        checkpoint = min(checkpoint, CONFIRM_CALLS)
+        before = calls()
+        while calls() < checkpoint:
+            invoke()
+            if time.perf_counter() - start > CONFIRM_SECONDS:
+                break
+        stage = calls() - before
+        _settle(collect)
+        raw = walk()
+        table = _table(raw)
+        del raw
+        for name in list(rates):
+            grown = table.get(name, (0, 0))[0] - last.get(name, (0, 0))[0]
+            if grown < _CONFIRM_SHARE * rates[name] * stage:
+                del rates[name]
+        new_total = _total(table, m.ignore)
+        if byte_rate > 0 and new_total - total_size < _CONFIRM_SHARE * byte_rate * stage:
+            byte_rate = 0
+        last, total_size = table, new_total
+        if time.perf_counter() - start > CONFIRM_SECONDS:
+            m.confirm_note = "time limit"
+            break
+    stopped = [n for n in m.growing if n not in rates]
+    m.confirmed_calls = calls()
+    if stopped or (m.memory_grew and byte_rate <= 0):
+        m.stopped = stopped + (["memory"] if m.memory_grew and byte_rate <= 0 else [])
+    m.growing = [n for n in m.growing if n in rates]
+    m.memory_grew = m.memory_grew and byte_rate > 0
+
+
+def _uncount_own(table: dict[str, list[int]], k: int, raw: Any) -> None:
+    # Census k saw the k results taken before it: take them out.
+    slot = table.get(_RAW_TYPE)
+    if slot is not None and k:
+        slot[0] -= k
+        slot[1] -= k * sys.getsizeof(raw)
+
+
+def _total(table: dict[str, list[int]], ignore: tuple[str, ...]) -> int:
+    return sum(s for n, (_, s) in table.items() if not _matches(n, ignore))
 
 
 def _table(raw: Any) -> dict[str, list[int]]:
@@ -489,14 +721,8 @@ def _table(raw: Any) -> dict[str, list[int]]:
 def _judge(raws: list[Any], *, label: str, warmup: int, runs: int, tolerance: float,
            ignore: tuple[str, ...], overhead: float) -> Measurements:
     tables = [_table(r) for r in raws]
-    # Census k saw the k results taken before it: take them out.
-    own_size = sys.getsizeof(raws[0])
     for k, t in enumerate(tables):
-        if k:
-            slot = t.get(_RAW_TYPE)
-            if slot is not None:
-                slot[0] -= k
-                slot[1] -= k * own_size
+        _uncount_own(t, k, raws[0])
     ignored = {n for t in tables for n in t if _matches(n, ignore)}
     deltas = []
     for prev, cur in zip(tables, tables[1:]):
@@ -524,14 +750,6 @@ def _judge(raws: list[Any], *, label: str, warmup: int, runs: int, tolerance: fl
 # --------------------------------------------------------------------------
 # Retainer paths for the failure message
 # --------------------------------------------------------------------------
-
-def _retainers_function() -> Callable[..., Any] | None:
-    try:
-        import memwatch
-        return getattr(memwatch, "retainers")
-    except (ImportError, AttributeError):
-        return None
-
 
 _PLAIN_CONTAINERS = (list, tuple, set, frozenset)
 
@@ -571,10 +789,109 @@ def _live_objects() -> list[Any]:
     return found
 
 
+_TRACE_FRAMES = 16             # tracemalloc frames kept while finding examples
+# Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF (3.11+, 3.12+): objects
+# with a pre-header, whose allocation tracemalloc may not find.
+_PRE_HEADER = (1 << 4) | (1 << 3)
+_OWN_DIR = __file__.rsplit("/", 1)[0].rsplit("\\", 1)[0]
+
+
+def _foreign_frames(traceback: Any) -> list[Any]:
+    """The allocation's frames, innermost first, without memwatch's, pytest's
+    and pluggy's own."""
+    import os
+    skip = (_OWN_DIR + os.sep, os.sep + "_pytest" + os.sep, os.sep + "pluggy" + os.sep)
+    # A tracemalloc.Traceback runs from the oldest frame to the most recent.
+    frames = list(traceback)[::-1]
+    return [f for f in frames if not any(s in f.filename for s in skip)]
+
+
+def _format_site(frames: list[Any]) -> str:
+    """Where it was allocated: the innermost frame, and the innermost one
+    outside the standard library (the caller's code) when that is another."""
+    import linecache
+    import os
+    import sysconfig
+    stdlib = sysconfig.get_paths().get("stdlib", "\0") + os.sep
+    shown = frames[:1] + [f for f in frames[1:] if not f.filename.startswith(stdlib)][:1] \
+        if frames and frames[0].filename.startswith(stdlib) else frames[:1]
+    cwd = os.getcwd() + os.sep
+    parts = []
+    for f in shown:
+        name = f.filename[len(cwd):] if f.filename.startswith(cwd) else f.filename
+        line = linecache.getline(f.filename, f.lineno).strip()
+        parts.append(f"{name}:{f.lineno}" + (f" ({_clip(line, 60)})" if line else ""))
+    return " <- ".join(parts)
+
+
+def _describe_function(func: Any) -> str:
+    code = getattr(func, "__code__", None)
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    module = getattr(func, "__module__", None)
+    text = f"{module}.{name}" if module and module != "builtins" else name
+    if code is not None:
+        text += f" ({code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})"
+    return text
+
+
+def _thread_target(thread: Any) -> str | None:
+    """What a thread runs: its target, its own run(), or the function its
+    running frame entered from Thread.run."""
+    import threading
+    target = getattr(thread, "_target", None)
+    if target is not None:
+        return _describe_function(target)
+    run = getattr(type(thread), "run", None)
+    if run is not None and run is not threading.Thread.run:
+        return _describe_function(run)
+    ident = getattr(thread, "ident", None)
+    frame = sys._current_frames().get(ident) if ident is not None else None
+    run_code = threading.Thread.run.__code__
+    while frame is not None:
+        back = frame.f_back
+        if back is not None and back.f_code is run_code:
+            code = frame.f_code
+            return (f"{getattr(code, 'co_qualname', code.co_name)} "
+                    f"({code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})")
+        frame = back
+    return None
+
+
+def _holder_path(obj: Any, ignore: tuple[Any, ...]) -> str | None:
+    """The shortest retainer path of the object itself (for a class: of the
+    class, never of its instances), with the holders named as a reader looks
+    for them: ``gc.garbage`` when that list holds it, a thread's target when
+    a thread holds it (or is it)."""
+    import gc
+    import threading
+    from memwatch import _graph
+    from memwatch.retainer_paths import _build_path
+    chains, roots = _graph.shortest_paths(obj, False, 1, ignore)
+    if not chains:
+        return None
+    chain = chains[0]
+    del chains
+    text = str(_build_path(chain, roots))
+    start = 1 if chain and chain[0] is None else 0
+    head = chain[start] if len(chain) > start else None
+    if head is not None and head is gc.garbage:
+        prefix = "list (external)"
+        text = "gc.garbage" + (text[len(prefix):] if text.startswith(prefix) else " -> " + text)
+    thread = next((o for o in chain[start:] if isinstance(o, threading.Thread)), None)
+    if thread is not None:
+        target = _thread_target(thread)
+        if target:
+            text += f" (thread {thread.name!r} running {target})"
+    del chain, head, thread
+    return text
+
+
 def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> None:
-    """One more call, with every object listed before and after it: a new
-    object of a top type is one whose address was not there before; ask
-    memwatch.retainers() who holds it."""
+    """One more call, traced by tracemalloc, with every object listed before
+    and after it: an example is an object of a top type that is new, was
+    allocated during the call and not by memwatch; its holder is found by
+    the C graph search and its allocation site is shown."""
+    import tracemalloc
     from memwatch import type_name
     from memwatch._gcstate import quiet_collect
 
@@ -583,8 +900,10 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
         return
     for name in wanted:
         m.examples[name] = None
-    retainers = _retainers_function()
-    if retainers is None:
+    try:
+        from memwatch import _graph  # noqa: F401
+        from memwatch.retainer_paths import _build_path  # noqa: F401
+    except ImportError:
         m.example_note = "memwatch.retainers() is not available in this memwatch"
         return
     wanted_set = set(wanted)
@@ -603,41 +922,53 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     # Addresses in a C array, not a set of ints: no new int survives the call.
     before = array("Q", sorted(id(o) for o in objects if type(o) in types))
     del objects
-    call()
-    sinks.trim()
-    _settle(quiet_collect)
-    objects = _live_objects()
-    types = wanted_types(objects)
-    old = set(before)
-    # The type names made for the scans are new objects too: not examples.
-    old.update(map(id, names.values()))
-    old.add(id(before))
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start(_TRACE_FRAMES)
     found: dict[str, list[Any]] = {n: [] for n in wanted}
-    for obj in objects:
-        if type(obj) in types and id(obj) not in old:
-            bucket = found[names[type(obj)]]
-            if len(bucket) < _EXAMPLE_CANDIDATES:
-                bucket.append(obj)
-    obj = None
-    del objects, old, before, types
+    sites: dict[int, str] = {}
     try:
-        params = inspect.signature(retainers).parameters
-    except (TypeError, ValueError):
-        params = {}
-    options = "ignore" in params and "collect" in params
+        call()
+        _settle(quiet_collect)
+        objects = _live_objects()
+        types = wanted_types(objects)
+        old = set(before)
+        old.update(map(id, names.values()))
+        old.add(id(names))
+        old.add(id(before))
+        for obj in objects:
+            if type(obj) not in types or id(obj) in old:
+                continue
+            bucket = found[names[type(obj)]]
+            if len(bucket) >= _EXAMPLE_CANDIDATES:
+                continue
+            # None for an instance whose attributes live inline on 3.11
+            # (tracemalloc misses their pre-header): still a new object.
+            traceback = tracemalloc.get_object_traceback(obj)
+            if traceback is None and not was_tracing and not type(obj).__flags__ & _PRE_HEADER:
+                continue           # made before the call, tracked only now
+            frames = _foreign_frames(traceback) if traceback is not None else []
+            if traceback is not None and not frames:
+                continue           # memwatch's (or pytest's) own bookkeeping
+            bucket.append(obj)
+            if frames:
+                sites[id(obj)] = _format_site(frames)
+        obj = None
+        del objects, old, types
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    del before
     for name in wanted:
         candidates = found.pop(name)
         candidates.reverse()
         while candidates:
             # Passed straight from the list: this frame holds no name for it,
             # and the plugin's own containers are no path.
-            if options:
-                paths = retainers(candidates.pop(), limit=1, ignore=(found, candidates),
-                                  collect=False)
-            else:
-                paths = retainers(candidates.pop(), limit=1)
-            if paths:
-                m.examples[name] = str(paths[0])
+            site = sites.get(id(candidates[-1]))
+            path = _holder_path(candidates.pop(), (found, candidates, sites, names))
+            if path:
+                m.examples[name] = path + (f"\n      allocated at {site}" if site else "")
                 break
         del candidates
 
@@ -646,13 +977,27 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
 # pytest hooks
 # --------------------------------------------------------------------------
 
+_STATUS_PROPERTY = "memwatch_status"
+_MEASURED = "measured"
+_LEAKED = "leaked"
+_NOT_REPEATABLE = "not repeatable: "
+_NOT_MEASURED = "not measured: "
+_AUTO = pytest.StashKey[bool]()
+
+
+class NotRepeatableWarning(pytest.PytestWarning):
+    """A test passed its first call and failed a repeated one: memwatch could
+    not measure it (the test still passes)."""
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("memwatch", "memwatch: memory leak checks")
     group.addoption("--memwatch-leaks", action="store_true", default=False,
                     dest="memwatch_leaks",
-                    help="check every test as @pytest.mark.no_leak does (warm up, "
-                         "then measured calls with a heap census around each) and "
-                         "list the tests that leaked at the end")
+                    help="check every test (unittest.TestCase ones too) for memory "
+                         "that grows with every call: a cheap first pass, then "
+                         "measured calls with a heap census where it grew; lists "
+                         "the tests that leaked and those not measured at the end")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -660,18 +1005,36 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "no_leak(warmup=3, runs=5, ignore=(), tolerance=0): call the test function "
         "warmup + runs times (fixtures set up once) and fail it when a type's count, "
-        "or the bytes beyond tolerance, grow on every measured run (memwatch)")
+        "or the bytes beyond tolerance, grow on every measured run and keep growing "
+        f"up to {CONFIRM_CALLS} calls (memwatch)")
     if not config.pluginmanager.has_plugin("memwatch-leak-summary"):
         config.pluginmanager.register(_LeakSummary(config), "memwatch-leak-summary")
 
 
+def _set_status(item: Any, status: str) -> None:
+    item.user_properties.append((_STATUS_PROPERTY, status))
+
+
+def _is_testcase(item: pytest.Item) -> bool:
+    unittest = sys.modules.get("_pytest.unittest")
+    cls = getattr(unittest, "TestCaseFunction", None)
+    return cls is not None and isinstance(item, cls)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.getoption("memwatch_leaks", False):
-        return
+    auto = config.getoption("memwatch_leaks", False)
     for item in items:
-        if (isinstance(item, pytest.Function) and item.get_closest_marker(MARKER) is None
-                and MARKER not in getattr(item, "fixturenames", ())):
+        if not isinstance(item, pytest.Function):
+            if auto:
+                _set_status(item, f"{_NOT_MEASURED}not a Python test function "
+                                  f"({type(item).__name__})")
+            continue
+        if auto and item.get_closest_marker(MARKER) is None \
+                and MARKER not in getattr(item, "fixturenames", ()):
             item.add_marker(MARKER)
+            item.stash[_AUTO] = True
+        if _is_testcase(item) and item.get_closest_marker(MARKER) is not None:
+            _wrap_testcase(item)
 
 
 def _marker_options(marker: pytest.Mark) -> dict[str, Any]:
@@ -686,7 +1049,33 @@ def _marker_options(marker: pytest.Mark) -> dict[str, Any]:
 
 
 def _record_leak(item: pytest.Item, m: Measurements) -> None:
+    _set_status(item, _LEAKED)
     item.user_properties.append((_LEAK_PROPERTY, m.summary()))
+
+
+def _not_repeatable(item: Any, failure: NotRepeatable) -> None:
+    _set_status(item, _NOT_REPEATABLE + failure.reason)
+    try:
+        item.warn(NotRepeatableWarning(
+            f"memwatch: {item.name} not measured: not repeatable ({failure.reason}); "
+            f"its first call passed and is its result"))
+    except Warning:
+        pass    # -W error: the summary still lists it; the test must not turn red
+
+
+def _run_checked(item: Any, call: Callable[[], None], funcargs: Iterable[Any]) -> None:
+    marker = item.get_closest_marker(MARKER)
+    options = _marker_options(marker)
+    try:
+        check_no_leak(call, label=item.name, funcargs=funcargs, node=item,
+                      screen=bool(item.stash.get(_AUTO, False)), **options)
+    except LeakFailed as failure:
+        _record_leak(item, failure.measurements)
+        raise
+    except NotRepeatable as failure:
+        _not_repeatable(item, failure)
+        return
+    _set_status(item, _MEASURED)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -696,21 +1085,78 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> object | None:
         return None
     testfunction = pyfuncitem.obj
     if inspect.iscoroutinefunction(testfunction) or inspect.isasyncgenfunction(testfunction):
-        return None   # no async plugin wrapped it: pytest's own hook reports that
-    options = _marker_options(marker)
+        # No async plugin wrapped it: pytest's own hook reports that.
+        _set_status(pyfuncitem, f"{_NOT_MEASURED}async test without an async plugin")
+        return None
     funcargs = pyfuncitem.funcargs
     testargs = {arg: funcargs[arg] for arg in pyfuncitem._fixtureinfo.argnames}
 
     def call() -> None:
         testfunction(**testargs)
 
-    try:
-        check_no_leak(call, label=pyfuncitem.name, funcargs=testargs.values(),
-                      node=pyfuncitem, **options)
-    except LeakFailed as failure:
-        _record_leak(pyfuncitem, failure.measurements)
-        raise
+    _run_checked(pyfuncitem, call, testargs.values())
     return True
+
+
+# -- unittest.TestCase tests ------------------------------------------------
+# pytest runs them through TestCaseFunction.runtest(), which hands the test
+# to unittest with the item as its result object: outcomes are recorded in
+# item._excinfo, not raised, and pytest_pyfunc_call is never called.
+
+class _Recorded(Exception):
+    """An outcome unittest recorded on the item during a call."""
+
+
+def _wrap_testcase(item: Any) -> None:
+    runtest = item.runtest
+
+    def checked_runtest() -> None:
+        _run_testcase(item, runtest)
+
+    item.runtest = checked_runtest
+
+
+def _run_testcase(item: Any, runtest: Callable[[], None]) -> None:
+    if inspect.iscoroutinefunction(getattr(item, "obj", None)):
+        _set_status(item, f"{_NOT_MEASURED}async unittest test")
+        runtest()
+        return
+    state = {"first": True, "sub_failed": None}
+
+    def add_subtest(test_case: Any, test: Any, exc_info: Any) -> None:
+        # Repeated calls report no subtests again; a failing one makes the
+        # call a failure.
+        if exc_info is not None and state["sub_failed"] is None:
+            value = exc_info[1] if isinstance(exc_info, tuple) else exc_info.value
+            state["sub_failed"] = _describe(value)
+
+    def call() -> None:
+        recorded = item.__dict__.get("_excinfo")
+        n = len(recorded) if recorded else 0
+        first = state["first"]
+        state["first"] = False
+        if not first:
+            item.addSubTest = add_subtest
+        try:
+            runtest()
+        finally:
+            if not first:
+                del item.addSubTest
+        recorded = item.__dict__.get("_excinfo")
+        if recorded and len(recorded) > n:
+            if first:
+                raise _Recorded("first call")   # the test's own outcome: pytest reports it
+            text = _describe(recorded[n].value)
+            del recorded[n:]
+            raise _Recorded(text)
+        if state["sub_failed"] is not None:
+            text, state["sub_failed"] = state["sub_failed"], None
+            raise _Recorded(f"had a failing subtest: {text}")
+
+    try:
+        _run_checked(item, call, ())
+    except _Recorded:
+        return
 
 
 @pytest.fixture
@@ -719,10 +1165,12 @@ def no_leak(request: pytest.FixtureRequest) -> Callable[..., Measurements]:
     ``warmup`` times, then ``runs`` measured times with a heap census after a
     full collection around each; fail the test when a type's count grows on
     every measured run, or the bytes grow on every run by more than
-    ``tolerance``.  Keyword options: ``warmup=3``, ``runs=5``, ``ignore=()``
-    (type names, glob patterns or types), ``tolerance=0`` (bytes per run).
-    Returns the :class:`Measurements`.  A coroutine function is run on one
-    event loop kept for all the calls."""
+    ``tolerance``, and keep growing up to ``CONFIRM_CALLS`` calls.  Keyword
+    options: ``warmup=3``, ``runs=5``, ``ignore=()`` (type names, glob
+    patterns or types), ``tolerance=0`` (bytes per run).  Returns the
+    :class:`Measurements`; when a call after the first fails, the returned
+    measurements have ``not_repeatable`` set (the reason) and a warning says
+    so.  A coroutine function is run on one event loop kept for all the calls."""
 
     def check(func: Callable[..., Any], /, *args: Any, warmup: int | None = None,
               runs: int | None = None, ignore: Iterable[Any] | None = None,
@@ -730,21 +1178,37 @@ def no_leak(request: pytest.FixtureRequest) -> Callable[..., Measurements]:
         if not callable(func):
             raise TypeError(f"no_leak() needs a callable, not {func!r}")
         label = getattr(func, "__qualname__", None) or repr(func)
+        options = dict(label=label, warmup=warmup, runs=runs, ignore=ignore,
+                       tolerance=tolerance)
         if inspect.iscoroutinefunction(func):
-            return _check_async(request, func, args, kwargs, label=label, warmup=warmup,
-                                runs=runs, ignore=ignore, tolerance=tolerance)
+            return _check_async(request, func, args, kwargs, **options)
 
         def call() -> None:
             func(*args, **kwargs)
 
-        try:
-            return check_no_leak(call, label=label, warmup=warmup, runs=runs,
-                                 ignore=ignore, tolerance=tolerance, node=request.node)
-        except LeakFailed as failure:
-            _record_leak(request.node, failure.measurements)
-            raise
+        return _fixture_check(request, call, options)
 
     return check
+
+
+def _fixture_check(request: pytest.FixtureRequest, call: Callable[[], None],
+                   options: dict[str, Any]) -> Measurements:
+    try:
+        m = check_no_leak(call, node=request.node, **options)
+    except LeakFailed as failure:
+        _record_leak(request.node, failure.measurements)
+        raise
+    except NotRepeatable as failure:
+        _not_repeatable(request.node, failure)
+        warmup, runs, ignore, tolerance = _options(options["warmup"], options["runs"],
+                                                   options["ignore"], options["tolerance"])
+        m = Measurements(label=options["label"], warmup=warmup, runs=runs,
+                         tolerance=tolerance, ignore=ignore, deltas=[], growing=[],
+                         memory_grew=False, overhead=0.0, calls=failure.call_no)
+        m.not_repeatable = failure.reason
+        return m
+    _set_status(request.node, _MEASURED)
+    return m
 
 
 def _check_async(request: pytest.FixtureRequest, func: Callable[..., Any], args: tuple,
@@ -762,40 +1226,96 @@ def _check_async(request: pytest.FixtureRequest, func: Callable[..., Any], args:
         def call() -> None:
             loop.run_until_complete(func(*args, **kwargs))
 
-        try:
-            return check_no_leak(call, node=request.node, **options)
-        except LeakFailed as failure:
-            _record_leak(request.node, failure.measurements)
-            raise
+        return _fixture_check(request, call, options)
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
 
+def _status_of(report: pytest.TestReport) -> str | None:
+    status = None
+    for prop in report.user_properties:
+        if len(prop) == 2 and prop[0] == _STATUS_PROPERTY:
+            status = str(prop[1])
+    return status
+
+
 class _LeakSummary:
-    """Collects the leaked tests (their reports also come from xdist workers)
-    and prints them at the end of the session."""
+    """Collects the leaked tests and every test's measurement status (their
+    reports also come from xdist workers) and prints them at the end."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.leaks: list[tuple[str, str]] = []
+        self.status: dict[str, str] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call" or not report.failed:
+        if type(report).__name__ == "SubtestReport":
             return
-        for prop in report.user_properties:
-            if len(prop) == 2 and prop[0] == _LEAK_PROPERTY:
-                self.leaks.append((report.nodeid, str(prop[1])))
+        nodeid = report.nodeid
+        status = _status_of(report)
+        if report.when == "setup":
+            if status is not None and status.startswith(_NOT_MEASURED):
+                self.status[nodeid] = status
+            elif report.skipped:
+                self.status[nodeid] = _NOT_MEASURED + "skipped"
+            elif report.failed:
+                self.status[nodeid] = _NOT_MEASURED + "setup failed"
+            return
+        if report.when != "call":
+            return
+        if report.failed:
+            for prop in report.user_properties:
+                if len(prop) == 2 and prop[0] == _LEAK_PROPERTY:
+                    self.leaks.append((nodeid, str(prop[1])))
+        if status == _LEAKED and report.failed:
+            self.status[nodeid] = _LEAKED
+        elif hasattr(report, "wasxfail"):
+            self.status[nodeid] = _NOT_MEASURED + "xfail"
+        elif report.skipped:
+            self.status[nodeid] = _NOT_MEASURED + "skipped"
+        elif report.failed and status != _LEAKED:
+            self.status[nodeid] = _NOT_MEASURED + "failed on its first call"
+        elif status is not None:
+            self.status[nodeid] = status
+        else:
+            self.status[nodeid] = _NOT_MEASURED + "not marked no_leak"
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         leaks = self.leaks
-        if not leaks and not self.config.getoption("memwatch_leaks", False):
+        auto = self.config.getoption("memwatch_leaks", False)
+        not_repeatable = [(n, s[len(_NOT_REPEATABLE):]) for n, s in self.status.items()
+                          if s.startswith(_NOT_REPEATABLE)]
+        if not leaks and not auto and not not_repeatable:
             return
         tr = terminalreporter
         if not leaks:
             tr.write_sep("=", "memwatch: no test leaked", green=True)
-            return
-        tr.write_sep("=", f"memwatch: {len(leaks)} test{'s' if len(leaks) != 1 else ''} leaked",
-                     red=True)
-        for nodeid, summary in leaks:
-            tr.write_line(f"LEAK {nodeid} - {summary}")
+        else:
+            tr.write_sep("=", f"memwatch: {len(leaks)} test{'s' if len(leaks) != 1 else ''} "
+                              f"leaked", red=True)
+            for nodeid, summary in leaks:
+                tr.write_line(f"LEAK {nodeid} - {summary}")
+        if auto:
+            tr.write_line(self.counts())
+        for nodeid, reason in not_repeatable:
+            tr.write_line(f"NOT REPEATABLE {nodeid} - {reason}")
+
+    def counts(self) -> str:
+        """'memwatch: 12 of 15 tests measured; not measured: 2 skipped, 1 not repeatable'."""
+        statuses = list(self.status.values())
+        measured = sum(s in (_MEASURED, _LEAKED) for s in statuses)
+        reasons: dict[str, int] = {}
+        for s in statuses:
+            if s.startswith(_NOT_REPEATABLE):
+                why = "not repeatable"
+            elif s.startswith(_NOT_MEASURED):
+                why = s[len(_NOT_MEASURED):]
+            else:
+                continue
+            reasons[why] = reasons.get(why, 0) + 1
+        text = f"memwatch: {measured} of {len(statuses)} tests measured"
+        if reasons:
+            text += "; not measured: " + ", ".join(
+                f"{n} {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        return text
