@@ -389,3 +389,61 @@ def test_tracemalloc_started_in_process_still_works(sampling):
     from memwatch import _sampler
     assert _sampler.hook_state() == -2
     del keep
+
+
+# ---- everywhere the user looks ----
+
+def _wsgi_get(app, path, query=""):
+    got = {}
+
+    def start_response(status, headers):
+        got["status"], got["headers"] = status, dict(headers)
+
+    body = b"".join(app({"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query},
+                        start_response))
+    return got["status"], got["headers"], body
+
+
+def test_http_routes_serve_the_profile(sampling):
+    from memwatch.httpapi import MemwatchState, make_wsgi_app
+    app = make_wsgi_app(state=MemwatchState())
+    status, _, body = _wsgi_get(app, "/ah/profile")
+    assert status.startswith("409") and "start_sampling" in json.loads(body)["fix"]
+    memwatch.start_sampling(interval=4096, seed=13)
+    keep = _alloc_here(3000, 1000)
+    status, headers, body = _wsgi_get(app, "/ah/profile", "top=5")
+    assert status.startswith("200") and headers["Content-Type"] == "application/json"
+    d = json.loads(body)
+    assert len(d["sites"]) <= 5 and d["interval"] == 4096
+    assert any("_alloc_here" in s["where"]["name"] for s in d["sites"])
+    status, headers, body = _wsgi_get(app, "/ah/profile", "key=bogus")
+    assert status.startswith("400") and "lineno, filename or traceback" in json.loads(body)["fix"]
+    status, headers, body = _wsgi_get(app, "/ah/profile.pprof")
+    assert status.startswith("200") and headers["Content-Type"] == "application/octet-stream"
+    assert gzip.decompress(body)[:1] == b"\x0a"     # field 1 (sample_type) first
+    del keep
+
+
+def test_run_sample_puts_the_leaking_line_in_the_leak_event(tmp_path):
+    app = os.path.join(HERE, "sampling", "leaky_app.py")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
+    jsonl = tmp_path / "ev.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "memwatch.runner", "--sample", "--time-scale",
+                           "0.05", "-q", "--jsonl", str(jsonl), app],
+                          capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr
+    leak_line = next(i for i, l in enumerate(open(app).read().splitlines(), 1)
+                     if l.endswith("# THE LEAK"))
+    leaks = [e for e in map(json.loads, jsonl.read_text().splitlines()) if e["event"] == "leak"]
+    assert leaks, proc.stderr
+    top = leaks[0]["top_sites"][0]
+    assert top["where"] == f"{app}:{leak_line}" and top["function"] == "handle_request"
+    assert top["size_change"] > 1_000_000
+    assert f"allocated at: {app}:{leak_line} handle_request" in proc.stderr
+
+
+def test_leak_info_has_no_top_sites_without_sampling():
+    from memwatch.runner import format_leak
+    assert "allocated at" not in format_leak({"reason": "r", "growth": 1, "top_types": []})
+    assert memwatch.heapprofile.leak_top_sites(0.0) == []

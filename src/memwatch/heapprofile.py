@@ -343,6 +343,7 @@ def stop_sampling() -> None:
         if _session is None:
             return
         _session = None
+        _baselines.clear()
         _sampler.stop()
 
 
@@ -403,3 +404,54 @@ def take_heap_profile() -> HeapProfile:
                            "the profile stopped changing; call stop_sampling() then "
                            "start_sampling() again")
     return HeapProfile(stacks, interval=session["interval"], nframe=session["nframe"], info=info)
+
+
+# ---- the tracker's leak info: top_sites (called from tracker.py only while
+# sampling runs; see _Tracker._leak_payload) ----
+_MAX_BASELINES = 6
+_baselines: list = []          # (wall, {Frame: live bytes}) oldest first
+
+
+def _live_by_line() -> dict:
+    return {r.key: r.size for r in take_heap_profile().statistics("lineno")}
+
+
+def note_baseline(wall: float, spacing: float) -> None:
+    """Remember the live heap by line now if the last baseline is older
+    than ``spacing`` seconds: the starts of future leak windows."""
+    if _session is None:
+        return
+    if _baselines and wall - _baselines[-1][0] < spacing:
+        return
+    _baselines.append((wall, _live_by_line()))
+    if len(_baselines) > _MAX_BASELINES:
+        # drop the inner baseline whose neighbours are closest: old and
+        # recent ones both stay, spaced roughly geometrically
+        k = min(range(1, len(_baselines) - 1),
+                key=lambda i: _baselines[i + 1][0] - _baselines[i - 1][0])
+        del _baselines[k]
+
+
+def leak_top_sites(start_wall: float, limit: int = 10) -> list[dict]:
+    """The lines whose estimated live bytes grew most since the baseline
+    closest before ``start_wall`` (the earliest one if none is before)."""
+    if _session is None or limit <= 0:
+        return []
+    base: dict = {}
+    for wall, sizes in _baselines:
+        if wall <= start_wall or not base:
+            base = sizes
+        if wall > start_wall:
+            break
+    now = _live_by_line()
+    pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    rows = []
+    for frame, size in now.items():
+        if frame.filename.startswith(pkg):
+            continue          # memwatch's own bookkeeping (censuses, baselines)
+        change = size - base.get(frame, 0)
+        if change > 0:
+            rows.append({"where": f"{frame.filename}:{frame.lineno}", "function": frame.name,
+                         "size_change": change, "size": size})
+    rows.sort(key=lambda r: -r["size_change"])
+    return rows[:limit]

@@ -74,6 +74,8 @@ ROUTES_HELP = [
     {"method": "POST", "path": "/ah/census", "does": "census of the heap by type (?top=N rows), stored as a profile"},
     {"method": "POST", "path": "/ah/gc", "does": "force a full collection; answers the stats it produced"},
     {"method": "POST", "path": "/ah/snapshot", "does": "write a V8 .heapsnapshot on the server's disk; answers its path"},
+    {"method": "GET", "path": "/ah/profile", "does": "sampled live heap by allocation site (?key=lineno|filename|traceback, ?top=N); needs memwatch.start_sampling()"},
+    {"method": "GET", "path": "/ah/profile.pprof", "does": "the same as gzipped pprof (go tool pprof http://HOST/ah/profile.pprof)"},
 ]
 
 
@@ -109,7 +111,36 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+# --- sampling (issue 11): a body that is not JSON (the pprof profile) ---
+class RawBody(bytes):
+    """A response body sent as is, with its own content type."""
+    content_type = "application/octet-stream"
+
+
+def _content_type(body: bytes) -> str:
+    return body.content_type if isinstance(body, RawBody) else "application/json"
+
+
+def _sampling_route(name: str, query: dict) -> tuple[int, Any]:
+    from memwatch import heapprofile
+    if not heapprofile.is_sampling():
+        raise HTTPError(409, "allocation sampling is not running",
+                        "start it in the service with memwatch.start_sampling() "
+                        "(or run it with memwatch run --sample)")
+    prof = heapprofile.take_heap_profile()
+    if name == "profile_pprof":
+        return 200, RawBody(prof.to_pprof())
+    key = (query.get("key") or ["lineno"])[-1]
+    if key not in ("lineno", "filename", "traceback"):
+        raise HTTPError(400, f"?key={key!r} is not a key type",
+                        "give ?key= lineno, filename or traceback")
+    return 200, prof.to_dict(key, _query_int(query, "top", 50, 1, 10000))
+# --- end sampling
+
+
 def to_json(obj: Any) -> bytes:
+    if isinstance(obj, RawBody):
+        return obj
     return (json.dumps(_finite(obj), default=_json_default, indent=2, allow_nan=False)
             + "\n").encode("utf-8")
 
@@ -439,6 +470,9 @@ _ROUTES: list[tuple[re.Pattern, dict[str, tuple[str, bool]]]] = [
     (re.compile(r"^/ah/census/?$"), {"POST": ("census", True)}),
     (re.compile(r"^/ah/gc/?$"), {"POST": ("gc", True)}),
     (re.compile(r"^/ah/snapshot/?$"), {"POST": ("snapshot", True)}),
+    # sampling (issue 11)
+    (re.compile(r"^/ah/profile/?$"), {"GET": ("profile", True)}),
+    (re.compile(r"^/ah/profile\.pprof$"), {"GET": ("profile_pprof", True)}),
 ]
 
 
@@ -534,6 +568,8 @@ class Router:
             return 200, st.force_gc()
         if name == "snapshot":
             return 201, st.write_snapshot()
+        if name in ("profile", "profile_pprof"):
+            return _sampling_route(name, query)
         raise HTTPError(500, f"route handler {name!r} missing", "report this as a memwatch bug")
 
     @staticmethod
@@ -585,7 +621,7 @@ def make_wsgi_app(app: Callable | None = None, *, token: str | None = None,
         status, headers, body = router.respond(environ.get("REQUEST_METHOD", "GET"), path,
                                                environ.get("QUERY_STRING", ""),
                                                environ.get("HTTP_AUTHORIZATION"))
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+        headers = [("Content-Type", _content_type(body)), ("Content-Length", str(len(body))),
                    ("Cache-Control", "no-store"), *headers]
         start_response(f"{status} {_REASONS.get(status, '')}", headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
@@ -653,7 +689,7 @@ def make_asgi_app(app: Callable | None = None, *, token: str | None = None,
             status, extra, body = router.error_body(
                 HTTPError(500, _internal(exc),
                           "see the service's log; report it if it persists"))
-        raw_headers = [(b"content-type", b"application/json"),
+        raw_headers = [(b"content-type", _content_type(body).encode()),
                        (b"content-length", str(len(body)).encode()),
                        (b"cache-control", b"no-store")]
         raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra]
@@ -742,7 +778,7 @@ def serve(port: int = 0, host: str = "127.0.0.1", token: str | None = None, *,
                 finally:
                     slots.release()
             self.send_response(status, _REASONS.get(status))
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", _content_type(body))
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             for k, v in extra:

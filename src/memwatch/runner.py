@@ -62,6 +62,11 @@ def format_leak(info: dict) -> str:
         shown = ", ".join(f"{t.get('what')} {t.get('count_change', 0):+d} "
                           f"({format_size(t.get('size_change', 0))})" for t in top[:5])
         line += f"; top: {shown}"
+    sites = info.get("top_sites") or []   # memwatch run --sample (issue 11)
+    if sites:
+        shown = ", ".join(f"{s.get('where')} {s.get('function')} (+{format_size(s.get('size_change', 0))})"
+                          for s in sites[:3])
+        line += f"; allocated at: {shown}"
     return line
 
 
@@ -157,6 +162,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what current_base measures: rss (default), uss, python, blocks, tracemalloc")
     parser.add_argument("--time-scale", type=float, default=None, metavar="X",
                         help="multiply the tracker's durations (leak window, timer) by X")
+    parser.add_argument("--sample", action="store_true",
+                        help="sample allocations (memwatch.start_sampling()) so leak events say "
+                             "where the growth was allocated (top_sites)")
+    parser.add_argument("--sample-interval", type=int, default=None, metavar="BYTES",
+                        help="mean bytes between samples with --sample (default 32768)")
     parser.add_argument("-m", dest="module", metavar="MODULE",
                         help="run a module as 'python -m MODULE' does, instead of a script")
     parser.add_argument("target", nargs=argparse.REMAINDER,
@@ -192,6 +202,10 @@ def run(ns: argparse.Namespace) -> int:
         if options:
             import memwatch
             memwatch.configure(**options)
+        if ns.sample or ns.sample_interval is not None:
+            import memwatch
+            kw = {} if ns.sample_interval is None else {"interval": ns.sample_interval}
+            memwatch.start_sampling(**kw)
         log.start()
         if ns.serve is not None:
             from memwatch.httpapi import serve

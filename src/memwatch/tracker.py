@@ -322,6 +322,14 @@ class _Tracker:
             self._results[id(token)] = payload
         self._outbox.append(("stats", payload))
         self._maybe_census(mono)
+        # --- sampling (issue 11): baselines for the leak's top_sites; free when off
+        _hp = sys.modules.get("memwatch.heapprofile")
+        if _hp is not None and _hp._session is not None:
+            try:
+                _hp.note_baseline(wall, self.census_interval)
+            except Exception:
+                log.exception("memwatch: heap profile baseline failed")
+        # --- end sampling
         verdict = (self.detector.add(mono, base, wall, blocks)
                    if self.detector is not None else None)
         if verdict is not None:
@@ -347,7 +355,20 @@ class _Tracker:
             "reason": reason,
             "samples": verdict.samples,
             "top_types": self._top_types(verdict.start),
+            **self._top_sites(verdict.start_wall),
         }
+
+    def _top_sites(self, start_wall: float) -> dict[str, Any]:
+        # --- sampling (issue 11): where the growth was allocated, only while
+        # memwatch.start_sampling() runs (no key otherwise)
+        _hp = sys.modules.get("memwatch.heapprofile")
+        if _hp is None or _hp._session is None:
+            return {}
+        try:
+            return {"top_sites": _hp.leak_top_sites(start_wall, int(self.options["top_types"] or 10))}
+        except Exception:
+            log.exception("memwatch: top_sites failed")
+            return {}
 
     # -- censuses for top_types ----------------------------------------------------
 
