@@ -441,6 +441,14 @@ def test_run_sample_puts_the_leaking_line_in_the_leak_event(tmp_path):
     assert top["where"] == f"{app}:{leak_line}" and top["function"] == "handle_request"
     assert top["size_change"] > 1_000_000
     assert f"allocated at: {app}:{leak_line} handle_request" in proc.stderr
+    # the profile recorded at exit: memwatch report's table and flame graph
+    from memwatch.report import load_events, render_html
+    with open(jsonl) as fh:
+        page = render_html(load_events(fh))
+    section = page[page.index("Where the live heap was allocated"):]
+    first_row = section[section.index("<tr><td"):]
+    assert f"{app}:{leak_line}</code> handle_request" in first_row.split("</tr>")[0]
+    assert 'class=flame' in section and "handle_request (" in section
 
 
 def test_leak_info_has_no_top_sites_without_sampling():

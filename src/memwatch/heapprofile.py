@@ -455,3 +455,20 @@ def leak_top_sites(start_wall: float, limit: int = 10) -> list[dict]:
                          "size_change": change, "size": size})
     rows.sort(key=lambda r: -r["size_change"])
     return rows[:limit]
+
+
+def profile_event(limit: int = 20, stacks: int = 300) -> dict:
+    """The current profile for an event log (``memwatch run --sample``
+    records one at exit; ``memwatch report`` draws it): the top sites by
+    line and the top folded stacks by live bytes."""
+    from memwatch.pprof import collapsed_lines
+    prof = take_heap_profile()
+    folded = []
+    for line in collapsed_lines(prof, "inuse_space"):
+        names, _, value = line.rpartition(" ")
+        folded.append([names, int(value)])
+        if len(folded) >= stacks:
+            break
+    return {"timestamp": prof.timestamp, "interval": prof.interval,
+            "total_size": prof.total_size, "total_alloc_size": prof.total_alloc_size,
+            "sites": prof.to_dict("lineno", limit)["sites"], "folded": folded}

@@ -149,3 +149,49 @@ def collapsed_lines(profile: "HeapProfile", value: str = "inuse_space") -> Itera
     for names, n in sorted(merged.items(), key=lambda kv: -kv[1]):
         if round(n) > 0:
             yield f"{names} {round(n)}"
+
+
+def flame_svg(folded: list, width: int = 960, row: int = 17) -> str:
+    """An icicle flame graph (root on top) of ``[["outer;...;inner", value], ...]``
+    as inline SVG: no script, a <title> tooltip on every frame."""
+    import html
+    from memwatch.formatting import format_size
+    root: dict = {"n": 0.0, "kids": {}}
+    for names, value in folded:
+        if value <= 0:
+            continue
+        node = root
+        node["n"] += value
+        for name in names.split(";"):
+            node = node["kids"].setdefault(name, {"n": 0.0, "kids": {}})
+            node["n"] += value
+    if root["n"] <= 0:
+        return ""
+    rects = []
+    depth_max = 0
+    # iterative walk (no recursion in proportion to stack depth)
+    todo = [(root, "all", 0.0, 0)]
+    while todo:
+        node, name, x, depth = todo.pop()
+        w = node["n"] / root["n"] * width
+        if w < 0.5:
+            continue
+        depth_max = max(depth_max, depth)
+        y = depth * row
+        label = html.escape(name)
+        tip = html.escape(f"{name}: {format_size(node['n'])} ({node['n'] / root['n'] * 100:.1f}%)")
+        hue = 20 + (hash(name) % 40)
+        text = ""
+        if w > 40:
+            chars = int(w / 7)
+            shown = label if len(name) <= chars else html.escape(name[:max(chars - 2, 1)]) + ".."
+            text = f'<text x="{x + 3:.1f}" y="{y + row - 5}" font-size="11">{shown}</text>'
+        rects.append(f'<g><title>{tip}</title><rect x="{x:.1f}" y="{y}" width="{w:.1f}" '
+                     f'height="{row - 1}" fill="hsl({hue},85%,60%)"/>{text}</g>')
+        cx = x
+        for kname, kid in sorted(node["kids"].items(), key=lambda kv: -kv[1]["n"]):
+            todo.append((kid, kname, cx, depth + 1))
+            cx += kid["n"] / root["n"] * width
+    height = (depth_max + 1) * row
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'font-family="monospace" class=flame>' + "".join(rects) + "</svg>")

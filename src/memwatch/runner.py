@@ -217,6 +217,10 @@ def run(ns: argparse.Namespace) -> int:
         if server is not None:
             server.close()
         ended = _now()
+        if ns.sample or ns.sample_interval is not None:   # the heap profile (issue 11)
+            from memwatch import heapprofile
+            if heapprofile.is_sampling():
+                log.record("profile", heapprofile.profile_event())
         log.record("exit", {"timestamp": ended, "code": code,
                             "elapsed": (ended - started).total_seconds()})
         log.close()
