@@ -106,13 +106,14 @@ def child(mode: str, bench: str, loops: int, out: str) -> None:
         import runpy
         path = os.path.join(bench_dir(), f"bm_{bench}", "run_benchmark.py")
         sys.argv = [path, "--worker", "--loops", str(loops), "--values", "3", "--warmups", "1",
-                    "--processes", "1", "--quiet", "-o", os.devnull]
+                    "--processes", "1", "--quiet"]
         sys.path.insert(0, os.path.dirname(path))
         t = time.process_time()
         try:
             runpy.run_path(path, run_name="__main__")
-        except SystemExit:
-            pass
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                raise
         cpu = time.process_time() - t
     res = {"cpu": cpu}
     try:

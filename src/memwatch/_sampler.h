@@ -57,7 +57,8 @@
 #  define MW_UNLIKELY(x) (x)
 #endif
 
-#define MW_MAX_NFRAME 256
+/* The stack buffer lives on the C stack of whatever allocated: keep it small. */
+#define MW_MAX_NFRAME 128
 
 typedef struct {
     PyObject *code;      /* strong reference while the stack exists */
@@ -128,6 +129,25 @@ static uint64_t mw_samples = 0;
 static uint64_t mw_dropped_live = 0;      /* samples not tracked as live (cap or no memory) */
 static uint64_t mw_dropped_stacks = 0;    /* samples booked on the overflow stack */
 static uint64_t mw_reentries = 0;
+
+static inline PyThreadState *
+mw_current_tstate(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyThreadState_GetUnchecked();
+#else
+    return _PyThreadState_UncheckedGet();
+#endif
+}
+
+/* Sub-interpreters with their own GIL (3.12+) would run these hooks
+ * concurrently with the main interpreter's threads: only the main
+ * interpreter's allocations are sampled (docs/sampling.md). */
+static inline int
+mw_foreign_interpreter(PyThreadState *tstate)
+{
+    return tstate != NULL && PyThreadState_GetInterpreter(tstate) != PyInterpreterState_Main();
+}
 
 /* ---- random numbers: xorshift64*, seeded per start ---- */
 static inline uint64_t
@@ -228,7 +248,7 @@ mw_live_insert(uintptr_t addr, size_t size, uint32_t stack)
 static void
 mw_live_remove(uintptr_t addr)
 {
-    if (addr == 0 || mw_live_tab == NULL) {
+    if (addr == 0 || mw_live_tab == NULL || mw_foreign_interpreter(mw_current_tstate())) {
         return;
     }
     size_t mask = mw_live_mask;
@@ -383,23 +403,12 @@ mw_intern_stack(const mw_frame *frames, uint32_t n, uint64_t hash)
 }
 
 /* ---- reading the current Python stack (no allocation, no new reference) ---- */
-static inline PyThreadState *
-mw_current_tstate(void)
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    return PyThreadState_GetUnchecked();
-#else
-    return _PyThreadState_UncheckedGet();
-#endif
-}
-
 static uint32_t
-mw_capture(mw_frame *buf, uint64_t *hash_out)
+mw_capture(PyThreadState *tstate, mw_frame *buf, uint64_t *hash_out)
 {
     uint32_t n = 0;
     uint64_t h = 0x84222325CBF29CE4ull;
     uint32_t limit = (uint32_t)mw_nframe;
-    PyThreadState *tstate = mw_current_tstate();
     if (tstate == NULL) {
         *hash_out = h;
         return 0;
@@ -474,11 +483,15 @@ mw_take_sample(void *ptr, size_t size)
         mw_reentries++;
         return;
     }
+    PyThreadState *tstate = mw_current_tstate();
+    if (mw_foreign_interpreter(tstate)) {
+        return;
+    }
     mw_reentrant = 1;
     mw_samples++;
     mw_frame buf[MW_MAX_NFRAME];
     uint64_t hash;
-    uint32_t n = mw_capture(buf, &hash);
+    uint32_t n = mw_capture(tstate, buf, &hash);
     uint32_t si = mw_intern_stack(buf, n, hash);
     if (si == UINT32_MAX) {
         mw_dropped_live++;   /* out of memory for bookkeeping: the sample is lost */
