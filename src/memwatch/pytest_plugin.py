@@ -33,6 +33,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import io
+import os
 import sys
 import time
 import warnings
@@ -103,6 +104,7 @@ class Measurements:
         self.overhead = overhead      # seconds per measured run (collection + census)
         self.examples: dict[str, str | None] = {}
         self.example_note: str | None = None
+        self.example_sites: dict[str, str] = {}   # type -> where an example was allocated
 
     @property
     def leaked(self) -> bool:
@@ -196,6 +198,8 @@ class Measurements:
             out += ["", "Who holds a new object (one example per type):"]
             for name, path in self.examples.items():
                 out.append(f"  {name}: {path if path else 'no retainer path found'}")
+                if name in self.example_sites:
+                    out.append(f"    allocated at {self.example_sites[name]}")
             if self.example_note:
                 out.append(f"  ({self.example_note})")
         return "\n".join(out)
@@ -578,6 +582,7 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     from memwatch import type_name
     from memwatch._gcstate import quiet_collect
 
+    import tracemalloc     # before the first scan: its module is no new object
     wanted = m.table_types()[:_EXAMPLE_TYPES]
     if not wanted:
         return
@@ -603,7 +608,18 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     # Addresses in a C array, not a set of ints: no new int survives the call.
     before = array("Q", sorted(id(o) for o in objects if type(o) in types))
     del objects
-    call()
+    # --- sampling (issue 11): exact tracing of this one extra call says where
+    # the examples were allocated (a test can afford tracemalloc)
+    own_tracing = not tracemalloc.is_tracing()
+    if own_tracing:
+        tracemalloc.start(16)
+    try:
+        call()
+    except BaseException:
+        if own_tracing:
+            tracemalloc.stop()
+        raise
+    # --- end sampling
     sinks.trim()
     _settle(quiet_collect)
     objects = _live_objects()
@@ -620,6 +636,17 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
                 bucket.append(obj)
     obj = None
     del objects, old, before, types
+    # --- sampling (issue 11): the allocating line of one example per type
+    pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    for name, bucket in found.items():
+        tb = tracemalloc.get_object_traceback(bucket[0]) if bucket else None
+        for frame in reversed(list(tb or ())):      # most recent call first
+            if not frame.filename.startswith(pkg):
+                m.example_sites[name] = f"{frame.filename}:{frame.lineno}"
+                break
+    if own_tracing:
+        tracemalloc.stop()
+    # --- end sampling
     try:
         params = inspect.signature(retainers).parameters
     except (TypeError, ValueError):
