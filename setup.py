@@ -27,6 +27,13 @@ extensions = [
         include_dirs=["src/memwatch"],
         extra_compile_args=compile_args,
     ),
+    # The sampling heap profiler's PEP 445 allocator hooks (issue 11).
+    Extension(
+        "memwatch._sampler",
+        ["src/memwatch/_sampler.pyx"],
+        include_dirs=["src/memwatch"],
+        extra_compile_args=compile_args,
+    ),
 ]
 
 setup(

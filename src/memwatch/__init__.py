@@ -42,6 +42,14 @@ _LAZY = {
     "retainers": "memwatch.retainer_paths",
     "dump_on_signal": "memwatch.dumps",
     "dump_on_leak": "memwatch.dumps",
+    # the sampling heap profiler (issue 11)
+    "start_sampling": "memwatch.heapprofile",
+    "stop_sampling": "memwatch.heapprofile",
+    "is_sampling": "memwatch.heapprofile",
+    "take_heap_profile": "memwatch.heapprofile",
+    "sampling_info": "memwatch.heapprofile",
+    "HeapProfile": "memwatch.heapprofile",
+    "SamplingError": "memwatch.heapprofile",
 }
 
 # Submodules reachable as attributes without an import of their own

@@ -87,6 +87,8 @@ ROUTES_HELP = [
     {"method": "POST", "path": "/ah/retainers", "does": "?type=NAME[&limit=5]: shortest paths from the roots "
                                                        "to instances of a type (a short name is resolved)"},
     {"method": "GET", "path": "/ah/ui", "does": "the live page (HTML, no network; token in the URL fragment)"},
+    {"method": "GET", "path": "/ah/profile", "does": "sampled live heap by allocation site (?key=lineno|filename|traceback, ?top=N); needs memwatch.start_sampling()"},
+    {"method": "GET", "path": "/ah/profile.pprof", "does": "the same as gzipped pprof (go tool pprof http://HOST/ah/profile.pprof)"},
 ]
 
 
@@ -134,6 +136,25 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
+
+
+# --- sampling (issue 11): the profile routes ---
+def _sampling_route(name: str, query: dict) -> tuple[int, Any]:
+    from memwatch import heapprofile
+    if not heapprofile.is_sampling():
+        raise HTTPError(409, "allocation sampling is not running",
+                        "start it in the service with memwatch.start_sampling() "
+                        "(or run it with memwatch run --sample)")
+    prof = heapprofile.take_heap_profile()
+    if name == "profile_pprof":
+        return 200, RawAnswer(prof.to_pprof(), "application/octet-stream",
+                              [("Content-Disposition", 'attachment; filename="memwatch.pprof"')])
+    key = (query.get("key") or ["lineno"])[-1]
+    if key not in ("lineno", "filename", "traceback"):
+        raise HTTPError(400, f"?key={key!r} is not a key type",
+                        "give ?key= lineno, filename or traceback")
+    return 200, prof.to_dict(key, _query_int(query, "top", 50, 1, 10000))
+# --- end sampling
 
 
 def to_json(obj: Any) -> bytes:
@@ -705,6 +726,9 @@ _ROUTES: list[tuple[re.Pattern, dict[str, tuple[str, bool]]]] = [
     (re.compile(r"^/ah/history/?$"), {"GET": ("history", False)}),
     (re.compile(r"^/ah/retainers/?$"), {"POST": ("retainers", True)}),
     (re.compile(r"^/ah/ui/?$"), {"GET": ("ui", False)}),
+    # sampling (issue 11)
+    (re.compile(r"^/ah/profile/?$"), {"GET": ("profile", True)}),
+    (re.compile(r"^/ah/profile\.pprof$"), {"GET": ("profile_pprof", True)}),
 ]
 
 # Served without the token: the page is static (no data in it); its script
@@ -824,6 +848,8 @@ class Router:
             return 200, st.force_gc()
         if name == "snapshot":
             return 201, st.write_snapshot()
+        if name in ("profile", "profile_pprof"):
+            return _sampling_route(name, query)
         raise HTTPError(500, f"route handler {name!r} missing", "report this as a memwatch bug")
 
     @staticmethod

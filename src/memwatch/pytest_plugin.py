@@ -33,6 +33,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import io
+import os
 import sys
 import time
 import warnings
@@ -895,6 +896,7 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     from memwatch import type_name
     from memwatch._gcstate import quiet_collect
 
+    import tracemalloc     # before the first scan: its module is no new object
     wanted = m.table_types()[:_EXAMPLE_TYPES]
     if not wanted:
         return

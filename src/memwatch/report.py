@@ -55,7 +55,7 @@ def load_events(lines: Iterable[str]) -> dict[str, list[dict]]:
 
     Lines that are not JSON objects, and events without a usable timestamp, are
     skipped (and counted under ``"skipped"``)."""
-    out: dict[str, list[dict]] = {"stats": [], "leak": [], "start": [], "exit": []}
+    out: dict[str, list[dict]] = {"stats": [], "leak": [], "start": [], "exit": [], "profile": []}
     skipped = 0
     for line in lines:
         line = line.strip()
@@ -77,7 +77,7 @@ def load_events(lines: Iterable[str]) -> dict[str, list[dict]]:
             ev["_t"] = _ts(ev.get("end")) or _ts(ev.get("timestamp"))
             if ev["_t0"] is None:
                 ev["_t0"] = ev["_t"]
-        elif kind in ("start", "exit"):
+        elif kind in ("start", "exit", "profile"):
             ev["_t"] = _ts(ev.get("timestamp"))
         else:
             skipped += 1
@@ -355,7 +355,32 @@ def render_html(events: dict[str, list[dict]], title: str = "memwatch report") -
             "full collection; estimated_base: its smoothed recent value; RSS: the resident memory of "
             "the whole process. A shaded band is the window a leak event judged; hover it for its "
             "reason.</p>"
-            f"{summary}{leak_table}{note}</body></html>\n")
+            f"{summary}{leak_table}{_profile_section(events)}{note}</body></html>\n")
+
+
+# --- sampling (issue 11): the heap profile `memwatch run --sample` records at exit
+def _profile_section(events: dict[str, list[dict]]) -> str:
+    profiles = events.get("profile") or []
+    if not profiles:
+        return ""
+    from memwatch.pprof import flame_svg
+    p = profiles[-1]
+    rows = []
+    for s in p.get("sites") or []:
+        w = s.get("where") or {}
+        rows.append(f"<tr><td class=num>{_esc(format_size(s.get('size', 0)))}</td>"
+                    f"<td class=num>{_esc(s.get('count', 0))}</td>"
+                    f"<td class=num>{_esc(format_size(s.get('alloc_size', 0)))}</td>"
+                    f"<td><code>{_esc(w.get('filename'))}:{_esc(w.get('lineno'))}</code> "
+                    f"{_esc(w.get('name'))}</td></tr>")
+    return ("<h2>Where the live heap was allocated</h2>"
+            f"<p class=sub>sampled every {_esc(format_size(p.get('interval', 0)))} on average; "
+            f"{_esc(format_size(p.get('total_size', 0)))} live (estimated) at exit</p>"
+            "<table><tr><th>live</th><th>blocks</th><th>allocated</th><th>site</th></tr>"
+            + "".join(rows) + "</table>"
+            "<h3>Flame graph of the live heap (outermost frame on top)</h3>"
+            + flame_svg(p.get("folded") or []))
+# --- end sampling
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -67,6 +67,11 @@ def format_leak(info: dict) -> str:
             line += "; " + "; ".join(holders)
     if info.get("kind"):
         line += f" [{info['kind']} samples]"
+    sites = info.get("top_sites") or []   # memwatch run --sample (issue 11)
+    if sites:
+        shown = ", ".join(f"{s.get('where')} {s.get('function')} (+{format_size(s.get('size_change', 0))})"
+                          for s in sites[:3])
+        line += f"; allocated at: {shown}"
     return line
 
 
@@ -188,6 +193,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="growing types listed in a leak event (0: no censuses; default 10)")
     verdict.add_argument("--retainers", type=int, metavar="N",
                          help="one retainer path for each of the first N top types (default 3)")
+    parser.add_argument("--sample", action="store_true",
+                        help="sample allocations (memwatch.start_sampling()) so leak events say "
+                             "where the growth was allocated (top_sites)")
+    parser.add_argument("--sample-bytes", type=int, default=None, metavar="BYTES",
+                        help="mean bytes between allocation samples with --sample (default 32768)")
     parser.add_argument("-m", dest="module", metavar="MODULE",
                         help="run a module as 'python -m MODULE' does, instead of a script")
     parser.add_argument("target", nargs=argparse.REMAINDER,
@@ -276,6 +286,10 @@ def run(ns: argparse.Namespace) -> int:
         if options:
             import memwatch
             memwatch.configure(**options)
+        if ns.sample or ns.sample_bytes is not None:
+            import memwatch
+            kw = {} if ns.sample_bytes is None else {"interval": ns.sample_bytes}
+            memwatch.start_sampling(**kw)
         log.start()
         if ns.serve is not None:
             from memwatch.httpapi import serve
@@ -288,6 +302,10 @@ def run(ns: argparse.Namespace) -> int:
         if server is not None:
             server.close()
         ended = _now()
+        if ns.sample or ns.sample_bytes is not None:   # the heap profile (issue 11)
+            from memwatch import heapprofile
+            if heapprofile.is_sampling():
+                log.record("profile", heapprofile.profile_event())
         log.record("exit", {"timestamp": ended, "code": code,
                             "elapsed": (ended - started).total_seconds()})
         log.close()

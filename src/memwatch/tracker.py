@@ -381,6 +381,14 @@ class _Tracker:
             self._results[id(token)] = payload
         self._outbox.append(("stats", payload))
         self._maybe_census(mono)
+        # --- sampling (issue 11): baselines for the leak's top_sites; free when off
+        _hp = sys.modules.get("memwatch.heapprofile")
+        if _hp is not None and _hp._session is not None:
+            try:
+                _hp.note_baseline(wall, self.census_interval)
+            except Exception:
+                log.exception("memwatch: heap profile baseline failed")
+        # --- end sampling
         if measure_name != measure.name or self.detector is None:
             return
         self._post_gc.append((mono, base, blocks if blocks is not None else base))
@@ -634,11 +642,24 @@ class _Tracker:
             "kind": kind,
             "measure": self.measure.name,
             "confirmation": confirmation,
+            **self._top_sites(verdict.start_wall),
         }
         _add_holders(info, int(self.options["retainers"] or 0),
                      self._census_cost * _SEARCH_PER_CENSUS, recent or [])
         _enrich(info, verdict)
         return info
+
+    def _top_sites(self, start_wall: float) -> dict[str, Any]:
+        # --- sampling (issue 11): where the growth was allocated, only while
+        # memwatch.start_sampling() runs (no key otherwise)
+        _hp = sys.modules.get("memwatch.heapprofile")
+        if _hp is None or _hp._session is None:
+            return {}
+        try:
+            return {"top_sites": _hp.leak_top_sites(start_wall, int(self.options["top_types"] or 10))}
+        except Exception:
+            log.exception("memwatch: top_sites failed")
+            return {}
 
     # -- censuses for top_types ----------------------------------------------------
 

@@ -1,0 +1,252 @@
+"""What sampling allocations costs: pyperformance benchmarks and memwatch's
+service workload, plain and under each profiler, side by side in one run.
+
+Modes: plain; memwatch.start_sampling() at the default interval;
+tracemalloc.start(1) and tracemalloc.start(16); ddtrace's heap profiler
+(DD_PROFILING_MEMORY_ENABLED, every other collector off) when ddtrace is
+installed.  Each (benchmark, mode) runs in a fresh interpreter that measures
+its own CPU time (time.process_time) around the benchmark only, so startup
+and profiler setup are left out.  Rounds alternate the order of the modes
+(ABBA...) to spread machine drift; the table shows each mode's median CPU
+time as a ratio to plain, and the geometric mean over the benchmarks.
+
+Usage:
+    pip install pyperformance          # ships the benchmarks' sources
+    python benchmarks/bench_sampling.py [--rounds 5] [--bench nbody,go] [--target 0.5]
+    python benchmarks/bench_sampling.py --callgrind   # instruction counts, 1 round
+
+The peak RSS and memwatch's bookkeeping bytes are printed for the service
+workload.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(os.path.dirname(HERE), "src")
+
+BENCHMARKS = ["chaos", "deltablue", "deepcopy", "float", "go", "json_dumps", "nbody",
+              "nqueens", "pickle_pure_python", "raytrace", "richards", "logging"]
+MODES = ["plain", "memwatch", "tracemalloc1", "tracemalloc16", "ddtrace"]
+
+
+def bench_dir() -> str | None:
+    try:
+        import pyperformance
+    except ImportError:
+        return None
+    return os.path.join(os.path.dirname(pyperformance.__file__), "data-files", "benchmarks")
+
+
+def have_ddtrace() -> bool:
+    try:
+        import ddtrace.profiling  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+# ---- child side ----
+
+def service_workload(loops: int) -> None:
+    sys.path.insert(0, HERE)
+    from bench_http_load import make_app
+    app = make_app()
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "QUERY_STRING": "",
+               "SERVER_NAME": "x", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+
+    def start_response(status, headers):
+        pass
+
+    for _ in range(loops):
+        b"".join(app(dict(environ), start_response))
+
+
+def setup_mode(mode: str) -> object:
+    if mode.startswith("memwatch"):
+        import memwatch
+        # "memwatch:N": sample every N bytes on average instead of the default
+        interval = mode.partition(":")[2]
+        memwatch.start_sampling(**({"interval": int(interval)} if interval else {}))
+    elif mode.startswith("tracemalloc"):
+        import tracemalloc
+        tracemalloc.start(int(mode[len("tracemalloc"):]))
+    elif mode == "ddtrace":
+        from ddtrace.profiling import Profiler
+        prof = Profiler()
+        prof.start()
+        return prof
+    return None
+
+
+def child(mode: str, bench: str, loops: int, out: str) -> None:
+    if mode == "ddtrace":
+        # only the heap/allocation sampler; nothing exported (no agent here)
+        os.environ.update({"DD_PROFILING_MEMORY_ENABLED": "true", "DD_PROFILING_HEAP_ENABLED": "true",
+                           "DD_PROFILING_STACK_ENABLED": "false", "DD_PROFILING_LOCK_ENABLED": "false",
+                           "DD_PROFILING_EXPORT_LIBDD_ENABLED": "false",
+                           "DD_PROFILING_UPLOAD_INTERVAL": "3600",
+                           "DD_TRACE_ENABLED": "false", "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false"})
+    handle = setup_mode(mode)
+    if bench == "service":
+        service_workload(max(1, loops // 10))   # warm-up
+        t = time.process_time()
+        service_workload(loops)
+        cpu = time.process_time() - t
+    else:
+        import runpy
+        path = os.path.join(bench_dir(), f"bm_{bench}", "run_benchmark.py")
+        sys.argv = [path, "--worker", "--loops", str(loops), "--values", "3", "--warmups", "1",
+                    "--processes", "1", "--quiet"]
+        sys.path.insert(0, os.path.dirname(path))
+        t = time.process_time()
+        try:
+            runpy.run_path(path, run_name="__main__")
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                raise
+        cpu = time.process_time() - t
+    res = {"cpu": cpu}
+    try:
+        import resource
+        res["maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    except ImportError:
+        pass
+    if mode.startswith("memwatch"):
+        import memwatch
+        info = memwatch.sampling_info()
+        res["samples"] = info["samples"]
+        res["bookkeeping"] = info["bookkeeping_bytes"]
+    del handle
+    with open(out, "w") as f:
+        json.dump(res, f)
+
+
+# ---- parent side ----
+
+def run_child(mode: str, bench: str, loops: int, prefix: list[str] | None = None) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
+    with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as f:
+        out = f.name
+    try:
+        cmd = (prefix or []) + [sys.executable, os.path.abspath(__file__), "--child", mode,
+                                bench, str(loops), out]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{bench}/{mode} failed:\n{proc.stderr[-2000:]}")
+        with open(out) as fh:
+            text = fh.read()
+        res = json.loads(text) if text else {}
+        if prefix:
+            for line in proc.stderr.splitlines():
+                if "Collected :" in line:
+                    res["instructions"] = int(line.rsplit(":", 1)[1].strip())
+        return res
+    finally:
+        os.unlink(out)
+
+
+def calibrate(bench: str, target: float) -> int:
+    """Loops for about ``target`` seconds of CPU per plain run."""
+    loops = 1 if bench != "service" else 200
+    while True:
+        cpu = run_child("plain", bench, loops)["cpu"]
+        if cpu >= target / 4 or loops >= 1 << 20:
+            return max(1, int(round(loops * target / max(cpu, 1e-9))))
+        loops *= 4
+
+
+def geomean(xs: list[float]) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--bench", default=",".join(BENCHMARKS + ["service"]))
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--target", type=float, default=0.5, help="seconds of CPU per plain run")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="instruction counts under valgrind (1 round, small runs)")
+    ap.add_argument("--child", nargs=4, metavar=("MODE", "BENCH", "LOOPS", "OUT"),
+                    help=argparse.SUPPRESS)
+    ns = ap.parse_args()
+    if ns.child:
+        mode, bench, loops, out = ns.child
+        child(mode, bench, int(loops), out)
+        return 0
+    benches = [b for b in ns.bench.split(",") if b]
+    if bench_dir() is None:
+        print("pyperformance is not installed: running the service workload only "
+              "(pip install pyperformance for the rest)", file=sys.stderr)
+        benches = [b for b in benches if b == "service"]
+    modes = [m for m in ns.modes.split(",") if m]
+    if "ddtrace" in modes and not have_ddtrace():
+        print("ddtrace is not installed: its column is left out", file=sys.stderr)
+        modes.remove("ddtrace")
+    prefix = None
+    rounds = ns.rounds
+    if ns.callgrind:
+        if shutil.which("valgrind") is None:
+            print("valgrind is not installed", file=sys.stderr)
+            return 2
+        prefix = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+        rounds = 1
+        ns.target = min(ns.target, 0.1)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}; "
+          f"{rounds} rounds; {'instructions' if prefix else 'median CPU time'} as a ratio to plain",
+          flush=True)
+    results: dict = {}
+    extra: dict = {}
+    for bench in benches:
+        loops = calibrate(bench, ns.target)
+        per_mode: dict = {m: [] for m in modes}
+        for r in range(rounds):
+            order = modes if r % 2 == 0 else list(reversed(modes))
+            for mode in order:
+                try:
+                    res = run_child(mode, bench, loops, prefix)
+                except RuntimeError as exc:
+                    if mode == "plain":
+                        raise
+                    print(f"{bench}/{mode} failed, left out: {str(exc)[-300:]}", file=sys.stderr)
+                    res = {"cpu": float("nan"), "instructions": float("nan")}
+                per_mode[mode].append(res["instructions"] if prefix else res["cpu"])
+                if mode.startswith("memwatch"):
+                    extra.setdefault(bench, res)
+                if bench == "service":
+                    extra.setdefault(("rss", mode), []).append(res.get("maxrss", 0))
+        med = {m: statistics.median(v) for m, v in per_mode.items()}   # nan: that mode failed
+        results[bench] = {m: med[m] / med["plain"] for m in modes}
+        row = " ".join(f"{results[bench][m]:>13.3f}" for m in modes)
+        print(f"{bench:<20} {row}   (plain {med['plain']:.3f}{'' if prefix else ' s'}, "
+              f"{extra.get(bench, {}).get('samples', 0)} samples)", flush=True)
+    print()
+    print(f"| {'benchmark':<20} | " + " | ".join(f"{m:>13}" for m in modes) + " |")
+    print("|" + "-" * 22 + "|" + "|".join("-" * 15 for _ in modes) + "|")
+    for bench, ratios in results.items():
+        print(f"| {bench:<20} | " + " | ".join(f"{ratios[m]:>13.3f}" for m in modes) + " |")
+    gm = {m: geomean([results[b][m] for b in results if results[b][m] == results[b][m]])
+          for m in modes}
+    print(f"| {'geomean':<20} | " + " | ".join(f"{gm[m]:>13.3f}" for m in modes) + " |")
+    if ("rss", "plain") in extra:
+        print()
+        print("service workload peak RSS (median): " + ", ".join(
+            f"{m} {statistics.median(extra[('rss', m)]) / 2**20:.1f} MiB" for m in modes))
+        print(f"memwatch bookkeeping at the end of the service run: "
+              f"{extra.get('service', {}).get('bookkeeping', 0) / 1024:.1f} KiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
