@@ -1353,8 +1353,15 @@ class _PooledServer:
             connection = (headers.get("Connection") or "").lower()
             close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
             path, _, query = target.partition("?")
-            status, extra, body = self._respond(method, path, query, headers.get("Authorization"),
-                                                bytes(rest[:length]))
+            # The connection and its headers are the server's objects, not the
+            # program's: a HeapDiff over HTTP leaves them out (_request_footprint).
+            _request.objects = (conn, conn.sock, headers)
+            try:
+                status, extra, body = self._respond(method, path, query,
+                                                    headers.get("Authorization"),
+                                                    bytes(rest[:length]))
+            finally:
+                _request.objects = ()
             conn.sock.sendall(self._encode(status, extra, body, close=close, head=method == "HEAD"))
             if close or self._stop.is_set():
                 return False
@@ -1427,7 +1434,7 @@ def serve(port: int = 0, host: str = "127.0.0.1", token: str | None = None, *,
                 body: bytes = b"") -> tuple[int, list[tuple[str, str]], bytes]:
         # The objects of this request are the server's (see _request_footprint).
         ident = threading.get_ident()
-        _active_requests[ident] = (threading.current_thread(),)
+        _active_requests[ident] = (threading.current_thread(), *getattr(_request, "objects", ()))
         _request.shared = (httpd, router, router.state)
         try:
             return router.respond(method, path, query, authorization, body)
