@@ -369,9 +369,11 @@ class MemwatchState:
             try:
                 from memwatch.heapdiff import HeapDiff
                 from memwatch.typestats import type_name  # noqa: F401 - loaded before the walk
+                # This request's own objects, seen by the first walk: read before
+                # and after it, since other connections close concurrently.
+                early = _request_footprint()
                 hd = HeapDiff()
-                # this request's own objects, seen by the first walk
-                footprint = _request_footprint()
+                footprint = _merge_footprints(early, _request_footprint())
             finally:
                 lock.release()
         except BaseException:
@@ -409,8 +411,9 @@ class MemwatchState:
         try:
             lock = self._heavy_work()
             try:
+                early = _request_footprint(extra=own)
                 diff = hd.end()
-                footprint = _request_footprint(extra=own)
+                footprint = _merge_footprints(early, _request_footprint(extra=own))
             finally:
                 lock.release()
         except BaseException:
@@ -568,6 +571,7 @@ def _request_footprint(limit: int = 20000, extra: tuple = ()) -> dict[str, list[
     roots = [o for group in list(_active_requests.values()) for o in group]
     if not roots:
         return {}
+    roots += list(getattr(_request, "objects", ()))     # serve()'s idle connections
     roots += [o for o in extra if o is not None]
     stop = {id(o) for o in getattr(_request, "shared", ())}
     shared_kinds = (type, _types.ModuleType, _types.FunctionType, _types.CodeType,
@@ -591,6 +595,18 @@ def _request_footprint(limit: int = 20000, extra: tuple = ()) -> dict[str, list[
         slot[1] += sys.getsizeof(obj)
         stack.extend(gc.get_referents(obj))
     del stack, roots
+    return out
+
+
+def _merge_footprints(a: dict, b: dict) -> dict:
+    """Per type, the larger of two footprints (read before and after a walk)."""
+    out = {k: list(v) for k, v in a.items()}
+    for k, (n, size) in b.items():
+        cur = out.setdefault(k, [0, 0])
+        if n > cur[0]:
+            cur[0] = n
+        if size > cur[1]:
+            cur[1] = size
     return out
 
 
@@ -1072,13 +1088,14 @@ _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 class _Conn:
-    __slots__ = ("sock", "buf", "started", "last")
+    __slots__ = ("sock", "buf", "started", "last", "headers")
 
     def __init__(self, sock: Any, now: float) -> None:
         self.sock = sock
         self.buf = bytearray()
         self.started = now      # first byte of the request being read (0: none yet)
         self.last = now         # last activity
+        self.headers = None     # the request being answered (a root of _request_footprint)
 
 
 class _PooledServer:
@@ -1280,16 +1297,26 @@ class _PooledServer:
             if conn is None:
                 return
             keep = False
+            # While a worker has it, the connection (socket, buffer, the request's
+            # headers) is the server's: a HeapDiff over HTTP leaves it out.
+            ident = threading.get_ident()
+            _active_requests[ident] = (threading.current_thread(), conn)
             try:
                 conn.sock.settimeout(self.idle_timeout)
                 keep = self._serve_requests(conn)
             except Exception:  # a broken connection: never a traceback on stderr
                 keep = False
+            finally:
+                conn.headers = None
             if keep and not self._stop.is_set():
                 try:
                     conn.sock.setblocking(False)
                     self._returned.append(conn)
                     self._wake_w.send(b"x")
+                    # No reference left in this idle worker's frame: a closed
+                    # connection must not outlive its request (HeapDiffs over HTTP).
+                    conn = None
+                    _active_requests.pop(ident, None)
                     continue
                 except OSError:
                     pass
@@ -1297,6 +1324,8 @@ class _PooledServer:
                 conn.sock.close()
             except OSError:
                 pass
+            conn = None
+            _active_requests.pop(ident, None)
             self._returned_closed()
 
     def _returned_closed(self) -> None:
@@ -1353,9 +1382,9 @@ class _PooledServer:
             connection = (headers.get("Connection") or "").lower()
             close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
             path, _, query = target.partition("?")
-            # The connection and its headers are the server's objects, not the
-            # program's: a HeapDiff over HTTP leaves them out (_request_footprint).
-            _request.objects = (conn, conn.sock, headers)
+            conn.headers = headers
+            # Idle keep-alive connections (in the selector) are the server's too.
+            _request.objects = (*list(self._conns.values()), *list(self._returned))
             try:
                 status, extra, body = self._respond(method, path, query,
                                                     headers.get("Authorization"),
@@ -1433,13 +1462,11 @@ def serve(port: int = 0, host: str = "127.0.0.1", token: str | None = None, *,
     def respond(method: str, path: str, query: str, authorization: str | None,
                 body: bytes = b"") -> tuple[int, list[tuple[str, str]], bytes]:
         # The objects of this request are the server's (see _request_footprint).
-        ident = threading.get_ident()
-        _active_requests[ident] = (threading.current_thread(), *getattr(_request, "objects", ()))
+        # (the worker registered its connection in _active_requests)
         _request.shared = (httpd, router, router.state)
         try:
             return router.respond(method, path, query, authorization, body)
         finally:
-            _active_requests.pop(ident, None)
             _request.shared = None
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
