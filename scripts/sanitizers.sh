@@ -35,8 +35,10 @@ SAN='-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=
 
 # Prove the build really is instrumented (CFLAGS ignored would pass vacuously).
 for so in "$WORK"/src/memwatch/_core*.so "$WORK"/src/memwatch/_graph*.so; do
-    nm -D "$so" | grep -q __asan_report || { echo "sanitizers: $so is not instrumented"; exit 1; }
-    nm -D "$so" | grep -q __ubsan_handle || { echo "sanitizers: $so has no UBSan checks"; exit 1; }
+    # (nm's whole output first: with pipefail, grep -q closing the pipe early fails nm)
+    syms=$(nm -D "$so")
+    grep -q __asan_report <<<"$syms" || { echo "sanitizers: $so is not instrumented"; exit 1; }
+    grep -q __ubsan_handle <<<"$syms" || { echo "sanitizers: $so has no UBSan checks"; exit 1; }
 done
 
 LIBASAN=$(gcc -print-file-name=libasan.so)
