@@ -929,14 +929,21 @@ def test_failure_message_shows_the_real_holder(pytester, run):
     result = run("-q", "--memwatch-leaks", "-p", "no:asyncio")
     result.assert_outcomes(failed=4)
     out = result.stdout.str()
-    result.stdout.fnmatch_lines([
-        # The dict in KEEP, and where it was made; never the plugin's own.
-        "  dict: test_holders -> dict 'KEEP' -> list[*] -> dict",
-        "      allocated at test_holders.py:* (KEEP.append({\"n\": len(KEEP)}))",
-    ])
+    # The dict in KEEP; never the plugin's own.
+    result.stdout.fnmatch_lines(["  dict: test_holders -> dict 'KEEP' -> list[[]*] -> dict"])
+    # Where it was made, when tracemalloc saw it (a dict reused from CPython's
+    # free list keeps no traceback of its own, so the line may be absent).
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines)
+              if line.startswith("  dict: test_holders -> dict 'KEEP'"))
+    if at + 1 < len(lines) and lines[at + 1].startswith("      allocated at"):
+        assert "test_holders.py:" in lines[at + 1], lines[at + 1]
+    # At least one example says where it was allocated, in the test's file.
+    assert any(line.startswith("      allocated at") and "test_holders.py:" in line
+               for line in lines), out
     # A class: the path to the class itself, not to an instance of one.
-    result.stdout.fnmatch_lines(["  type: test_holders -> dict 'KEEP' -> list[*] -> type"])
-    result.stdout.fnmatch_lines(["  test_holders.Cycle: gc.garbage[*] -> test_holders.Cycle"])
+    result.stdout.fnmatch_lines(["  type: test_holders -> dict 'KEEP' -> list[[]*] -> type"])
+    result.stdout.fnmatch_lines(["  test_holders.Cycle: gc.garbage[[]*] -> test_holders.Cycle"])
     result.stdout.fnmatch_lines([
         "*threading.Thread (external)*(thread 'Thread-* (serve_forever)' running "
         "test_holders.serve_forever (test_holders.py:*))"])

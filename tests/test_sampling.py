@@ -17,7 +17,8 @@ from memwatch import heapprofile
 from memwatch.heapprofile import Frame, HeapProfile, StackSample
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.join(os.path.dirname(HERE), "src")
+# The memwatch under test (the installed wheel in CI, ./src in a dev checkout).
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(memwatch.__file__)))
 
 
 def run_script(*args, timeout=120):
