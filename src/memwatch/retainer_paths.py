@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import reprlib
 import sys
+from types import GenericAlias as _GenericAlias
 from typing import Any
 
 from memwatch._gcstate import quiet_collect
@@ -166,6 +167,12 @@ def _did_you_mean(name: str, names: Any) -> str:
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
+def _is_class(obj: Any) -> bool:
+    """A real class: on 3.10 ``isinstance(list[int], type)`` is true for a
+    ``types.GenericAlias``, which is not one."""
+    return isinstance(obj, type) and not isinstance(obj, _GenericAlias)
+
+
 def resolve_type(name: str) -> tuple[type, str]:
     """The live type that memwatch calls ``name`` and its full name.
 
@@ -178,11 +185,11 @@ def resolve_type(name: str) -> tuple[type, str]:
     from memwatch.typestats import type_name
     name = name.strip()
     found: dict[str, list[type]] = {}
-    candidates = [v for v in vars(builtins).values() if isinstance(v, type)]
-    candidates += [v for v in vars(_types).values() if isinstance(v, type)]
+    candidates = [v for v in vars(builtins).values() if _is_class(v)]
+    candidates += [v for v in vars(_types).values() if _is_class(v)]
     objs = gc.get_objects()
     try:
-        candidates += [o for o in objs if isinstance(o, type)]
+        candidates += [o for o in objs if _is_class(o)]
     finally:
         del objs
     for tp in candidates:
