@@ -41,6 +41,9 @@ if ! "$PYTHON" -c "import memwatch._core" 2>/dev/null; then
   export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
   if ! "$PYTHON" -c "import memwatch._core" 2>/dev/null; then
     echo "prometheus-e2e: building memwatch in place"
+    "$PYTHON" -c "import Cython, setuptools" 2>/dev/null \
+      || "$PYTHON" -m pip install -q 'Cython>=3.0.10' 'setuptools>=77' \
+      || skip "pip install Cython setuptools failed"
     "$PYTHON" setup.py -q build_ext --inplace >/dev/null
   fi
 fi
