@@ -42,7 +42,12 @@
 #    define Py_BUILD_CORE 1
 #    define MW_UNDEF_BUILD_CORE 1
 #  endif
-#  include "internal/pycore_frame.h"
+#  if PY_VERSION_HEX >= 0x030E0000
+/* 3.14 split the frame: the struct and _PyFrame_IsIncomplete moved here. */
+#    include "internal/pycore_interpframe.h"
+#  else
+#    include "internal/pycore_frame.h"
+#  endif
 #  ifdef MW_UNDEF_BUILD_CORE
 #    undef Py_BUILD_CORE
 #    undef MW_UNDEF_BUILD_CORE
@@ -430,24 +435,27 @@ mw_capture(PyThreadState *tstate, mw_frame *buf, uint64_t *hash_out)
     _PyInterpreterFrame *f = tstate->cframe->current_frame;
 #  endif
     while (f != NULL && n < limit) {
-#  if PY_VERSION_HEX >= 0x030C0000
+#  if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000
+        /* 3.14+: _PyFrame_IsIncomplete below covers these (owner >=
+         * FRAME_OWNED_BY_INTERPRETER; 3.15 has no FRAME_OWNED_BY_CSTACK). */
         if (f->owner == FRAME_OWNED_BY_CSTACK) {   /* entry shims: no Python code */
             f = f->previous;
             continue;
         }
 #  endif
 #  if PY_VERSION_HEX >= 0x030E0000
-        /* 3.14+: f_executable is a tagged stack reference; public accessors. */
+        /* 3.14+: f_executable is a tagged stack reference; public accessors.
+         * Incomplete and interpreter-owned (entry) frames first: no code there. */
+        if (_PyFrame_IsIncomplete(f)) {
+            f = f->previous;
+            continue;
+        }
         PyObject *code = PyUnstable_InterpreterFrame_GetCode(f);
         if (code == NULL) {
             f = f->previous;
             continue;
         }
         Py_DECREF(code);   /* the frame still holds it: never the last reference */
-        if (_PyFrame_IsIncomplete(f)) {
-            f = f->previous;
-            continue;
-        }
         buf[n].code = code;
         buf[n].addr = PyUnstable_InterpreterFrame_GetLasti(f);
 #  elif PY_VERSION_HEX >= 0x030D0000
