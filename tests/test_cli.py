@@ -325,17 +325,25 @@ def test_summary_n_0_shows_every_row_and_json_has_real_times(tmp_path, capsys):
 
 def test_no_temporary_file_left_when_the_process_exits_during_a_dump(tmp_path):
     # A leak dump runs in a daemon thread; the program ends while it writes.
+    # The writer is held inside the write (after the temporary file exists) so
+    # the exit comes during it on any machine, however fast; the exit handler's
+    # wait for unfinished writes is shortened from 10 s for the test.
     code = f"""
 import os, threading, time
 import memwatch
-from memwatch.snapshot import write_snapshot
-ballast = [[i] for i in range(400000)]
+from memwatch import _graph, snapshot
+in_write = threading.Event()
+real_write = _graph.write_heapsnapshot
+def held_write(fd, include_strings):
+    in_write.set()
+    time.sleep(30)
+    return real_write(fd, include_strings)
+_graph.write_heapsnapshot = held_write
+snapshot._finish_writes_at_exit.__defaults__ = (0.2,)
 d = {str(tmp_path)!r}
-t = threading.Thread(target=write_snapshot, args=(os.path.join(d, "x.heapsnapshot"),), daemon=True)
+t = threading.Thread(target=snapshot.write_snapshot, args=(os.path.join(d, "x.heapsnapshot"),), daemon=True)
 t.start()
-deadline = time.time() + 60
-while not any(n.endswith(".tmp") for n in os.listdir(d)) and time.time() < deadline:
-    time.sleep(0.001)
+assert in_write.wait(60)
 print("exiting with", os.listdir(d))
 """
     proc = _fresh(code)

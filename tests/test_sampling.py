@@ -77,7 +77,11 @@ def test_asyncio():
 def test_fork_child_starts_clean():
     d = scenario("fork")
     child = d["child"]
-    assert child["before_total"] == 0 and child["before_samples"] == 0
+    # Nothing of the parent's survives the fork (its ~80 samples and 5 MB are
+    # gone); the child may already have sampled an allocation of its own.
+    assert d["parent_samples_at_fork"] >= 20
+    assert child["before_samples"] <= 3
+    assert child["before_total"] <= 3 * 64 * 1024
     assert child["parent_site_in_child"] is None
     assert child["sampling"] is True
     assert abs(child["child_site"][0] - 5_100_000) <= 0.3 * 5_100_000
