@@ -50,6 +50,13 @@ mw_refuse_unsupported_build(void)
     return 0;
 }
 
+/* One object's size above this is a lie (a hostile or broken __sizeof__): no
+ * 64-bit CPU maps more than 2**57 bytes, and x86-64/arm64 user space is 2**47
+ * or 2**48.  A C constant, so the walk's hot path compares C integers (a
+ * Cython DEF of 1 << 48 became a Python int: one PyLong per object counted,
+ * +13% instructions per census). */
+#define MW_ABSURD_SIZE ((Py_ssize_t)1 << 48)
+
 /* The "pre-header" that sys.getsizeof() adds on top of __sizeof__(). */
 static inline Py_ssize_t
 mw_presize(PyObject *o)

@@ -59,6 +59,7 @@ cdef extern from "_ndarray.h":
     int mw_visit_ndarray(PyObject*, visitproc, void*)
 
 cdef extern from "_compat.h":
+    Py_ssize_t MW_ABSURD_SIZE   # 2**48: a bigger size of one object is a lie
     Py_ssize_t mw_presize(PyObject*)
     int mw_is_gc(PyObject*)
     int mw_traverse(PyObject*, visitproc, void*)
@@ -477,11 +478,9 @@ cdef inline long _type_index(Walk* w, PyTypeObject* tp) noexcept:
     return i
 
 
-# One object's size above this is a lie (a hostile or broken __sizeof__): no
-# 64-bit CPU maps more than 2**57 bytes, and x86-64/arm64 user space is 2**47
-# or 2**48.  Such a size is counted as a sizeof error (basic size instead),
-# and every total saturates instead of wrapping at 2**64.
-DEF ABSURD_SIZE = 1 << 48
+# One object's size of MW_ABSURD_SIZE (2**48, _compat.h) or more is a lie (a
+# hostile or broken __sizeof__): it is counted as a sizeof error (basic size
+# instead), and every total saturates instead of wrapping at 2**64.
 
 
 cdef inline uint64_t _sat_add(uint64_t a, uint64_t b) noexcept nogil:
@@ -515,7 +514,7 @@ cdef inline int _account(Walk* w, PyObject* o) noexcept:
         size = mw_list_sizeof(o)
     elif e.kind == MW_SIZEOF_CFUNC:
         size = mw_sizeof_via(e.fn, o)
-        if size < 0 or size >= ABSURD_SIZE:
+        if size < 0 or size >= MW_ABSURD_SIZE:
             w.sizeof_errors += 1
             size = mw_basicsize(o)
             e.size += <uint64_t>size
@@ -777,7 +776,7 @@ cdef int _finish_deferred(Walk* w) except -1:
             size = getsizeof(obj)
         except Exception:
             size = -1
-        if not isinstance(size, int) or not 0 <= size < ABSURD_SIZE:
+        if not isinstance(size, int) or not 0 <= size < MW_ABSURD_SIZE:
             w.sizeof_errors += 1
             size = mw_basicsize(o)
         _add_size(w, &w.types.entries[ti], <uint64_t>size)

@@ -67,6 +67,7 @@ cdef extern from "_ndarray.h":
     Py_ssize_t mw_ndarray_leading(PyObject*)
 
 cdef extern from "_compat.h":
+    Py_ssize_t MW_ABSURD_SIZE   # 2**48: a bigger size of one object is a lie
     Py_ssize_t mw_presize(PyObject*)
     int mw_is_gc(PyObject*)
     int mw_traverse(PyObject*, visitproc, void*)
@@ -290,7 +291,6 @@ cdef enum:
     NSYN = 2
 
 DEF NODE_FIELDS = 7
-DEF ABSURD_SIZE = 1 << 48    # as in _core: a bigger size is a lie, basic size instead
 
 
 cdef struct Node:
@@ -496,7 +496,7 @@ cdef long _add(Graph* g, PyObject* o) noexcept:
         nd.size = <uint64_t>(mw_object_sizeof(o) + mw_presize(o))
     elif e.kind == MW_SIZEOF_CFUNC:
         size = mw_sizeof_via(e.fn, o)
-        if size < 0 or size >= ABSURD_SIZE:
+        if size < 0 or size >= MW_ABSURD_SIZE:
             size = mw_basicsize(o)
         else:
             size += mw_presize(o)
@@ -860,7 +860,7 @@ cdef int _finish_sizes(Graph* g) except -1:
                 size = getsizeof(obj)
             except Exception:
                 size = -1
-            if not isinstance(size, int) or not 0 <= size < ABSURD_SIZE:
+            if not isinstance(size, int) or not 0 <= size < MW_ABSURD_SIZE:
                 size = mw_basicsize(<PyObject*>g.nodes[i].addr)
             g.nodes[i].size = <uint64_t>size
             g.nodes[i].flags &= ~F_DEFERRED
