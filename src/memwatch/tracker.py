@@ -582,7 +582,7 @@ class _Tracker:
                     ref_t, ref_base, ref_c = t0, b0, c0
             if self._confirm:
                 expected = verdict.clast - verdict.cfirst
-                floor = self.detector.segments * max(32.0, verdict.cfirst * 0.0005)
+                floor = self.detector.segments * self.detector.confirm_margin(verdict.cfirst)
             else:
                 expected = verdict.last - verdict.first
                 floor = self.detector.margin * self.detector.segments
@@ -819,6 +819,9 @@ class _Tracker:
             self._reset_state()
             self._apply_options()
             _check_measure(self.measure)
+            # Loads ctypes (malloc_trim) now, before the first census: imported
+            # at a census, its types showed up in top_types as growth.
+            trim_free_memory()
             self.running = True
             self.implicit = implicit
             _deferred.ensure_worker()
