@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "services"))
 if (ROOT / "src" / "memwatch").is_dir():
     sys.path.insert(1, str(ROOT / "src"))
-from _harness import SCENARIOS, Result, free_port, server_env, wait_ready  # noqa: E402
+from _harness import (SCENARIOS, Result, free_port, server_env, stop_server,  # noqa: E402
+                      wait_ready)
 
 HARNESS = ROOT / "tests" / "services" / "_harness.py"
 
@@ -204,12 +204,7 @@ def wrk_run(name: str, *, memwatch: bool, seconds: float, connections: int) -> d
             out = subprocess.run(cmd[:1] + [f"-d{seconds:g}s"] + cmd[1:], capture_output=True,
                                  text=True, timeout=seconds + 90).stdout
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_server(proc)
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)

@@ -303,6 +303,17 @@ def server_rss(pid: int) -> int | None:
     return None if total is None else int(total)
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a server started with ``start_new_session``: the whole session
+    (gunicorn's worker too), SIGTERM first, SIGKILL after 20 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
                  rate: float = 200.0, threads: int = 4, requests: int | None = None,
                  memwatch: bool = True, stop_at_leak: bool = True,
@@ -367,13 +378,7 @@ def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
                 result.rss_last = server_rss(proc.pid)
                 if cpu0 is not None and cpu1 is not None:
                     result.server_cpu = round(cpu1 - cpu0, 3)
-                # The whole session: gunicorn's worker too.
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                stop_server(proc)
             errlog.seek(0)
             result.stderr = errlog.read()[-4000:]
             errlog.close()
