@@ -172,8 +172,7 @@ def per_event(measures):
 PYPERFORMANCE = ["richards", "json_dumps", "gc_traversal", "nbody", "float", "deltablue",
                  "chaos", "go", "unpack_sequence", "regex_v8", "raytrace", "spectral_norm",
                  "nqueens", "json_loads", "fannkuch", "hexiom", "pyflate", "deepcopy",
-                 "logging", "coroutines", "generators", "gc_collect", "comprehensions",
-                 "async_tree"]
+                 "logging", "coroutines", "generators", "gc_collect", "comprehensions"]
 
 # A stand-in for pyperf: the benchmark's own code runs `loops` times and this
 # prints the CPU time those loops took (all threads: time.process_time()).
