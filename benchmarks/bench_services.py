@@ -15,16 +15,22 @@ leaky run stops at its first report or after ``--cap`` seconds, a clean one
 after the same number of seconds.  ``--quick``: the tests' setting (time scale
 1/10, 200 requests/s, clean twins 9000 requests).  ``--cost``: instead of
 the verdicts, the server's CPU time per request with and without memwatch
-(clean apps, alternating runs, medians).
+(clean apps, alternating runs, medians).  ``--wrk``: what memwatch costs the
+HTTP apps at full speed: ``wrk`` (Debian package) saturates each clean app,
+plain and with memwatch's defaults, alternating, and the medians of requests
+per second and of the 50th/99th latency percentiles are printed side by side.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "services"))
 if (ROOT / "src" / "memwatch").is_dir():
     sys.path.insert(1, str(ROOT / "src"))
-from _harness import SCENARIOS, Result  # noqa: E402
+from _harness import (SCENARIOS, Result, free_port, server_env, stop_server,  # noqa: E402
+                      wait_ready)
 
 HARNESS = ROOT / "tests" / "services" / "_harness.py"
 
@@ -72,13 +79,15 @@ def verdicts(args, names: list[str]) -> int:
         return run_scenario(name, leak=False, scale=args.scale, rate=args.rate,
                             duration=args.clean_cap, requests=args.clean_requests)
 
-    print(f"time scale {args.scale} ({'defaults, no configure()' if args.scale == 1 else 'tests'}),"
+    print(f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the start; "
+          f"time scale {args.scale} ({'defaults, no configure()' if args.scale == 1 else 'tests'}),"
           f" {args.rate:g} requests/s per server, {len(runs)} runs, {args.jobs} at once; "
           f"leaky runs stop at the first report (cap {args.cap:g} s)\n")
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(one, runs))
     header = (f"{'app':<15}{'variant':<8}{'verdict':>9}{'detected':>10}{'(server)':>10}"
-              f"{'requests':>10}{'req/s':>8}{'RSS growth':>12}  top types (expected type's rank)")
+              f"{'requests':>10}{'req/s':>8}{'RSS growth':>12}{'leak rate':>11}"
+              f"  top types (expected type's rank)")
     print(header)
     print("-" * len(header))
     wrong = 0
@@ -87,9 +96,11 @@ def verdicts(args, names: list[str]) -> int:
         verdict = "leak" if r.leaks else "no leak"
         ok = bool(r.leaks) == r.leaking and r.returncode is None and not r.errors
         detail = ""
-        detected = server = "-"
+        detected = server = rate = "-"
         if r.leaks:
             first = r.leaks[0]
+            if first.get("window"):
+                rate = f"{first['growth'] / first['window'] / 1024:.0f} KB/s"
             detected = f"{first['after_load_start']:.0f} s"
             server = f"{first['after_server_start']:.0f} s"
             top = first["top_types"]
@@ -104,12 +115,14 @@ def verdicts(args, names: list[str]) -> int:
         wrong += not ok
         print(f"{r.scenario:<15}{'leaky' if r.leaking else 'clean':<8}{verdict:>9}{detected:>10}"
               f"{server:>10}{r.requests:>10}{r.rate:>8.0f}"
-              f"{fmt_rate(r.rss_first, r.rss_last, r.ran):>12}  {detail}"
+              f"{fmt_rate(r.rss_first, r.rss_last, r.ran):>12}{rate:>11}  {detail}"
               + ("" if ok else "  <-- WRONG"))
     print(f"\n{len(results) - wrong}/{len(results)} right.  'detected': seconds from the start of "
           f"the load (the leak starts with it) to the first leak event; '(server)': from the "
-          f"server's start.  RSS growth: between the first and last stats samples, per second "
-          f"of load.  Times are real seconds.")
+          f"server's start.  RSS growth: the server's RSS (psutil, from outside) from the start "
+          f"to the end of the load, per second.  leak rate: the reported growth over the "
+          f"reported window.  Times are real seconds.  Load average at the end: "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (2 cores).")
     for r in results:
         if r.leaks:
             print(f"  {r.scenario} leaky: {r.leaks[0]['reason']}; "
@@ -145,6 +158,93 @@ def cost(args, names: list[str]) -> int:
     return 0
 
 
+_WRK_SCRIPT = """\
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", %s)
+end
+"""
+
+
+def _lua_path(template: str) -> str:
+    """A scenario's path template ("/page/{item}?v={n}") as a Lua expression of n."""
+    parts = []
+    for piece in re.split(r"(\{item\}|\{n\})", template):
+        if piece == "{item}":
+            parts.append("(n % 97)")
+        elif piece == "{n}":
+            parts.append("n")
+        elif piece:
+            parts.append(json.dumps(piece))     # plain ASCII: a valid Lua string literal
+    return " .. ".join(parts)
+
+
+def _wrk_ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)$", text)
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)] if m else float("nan")
+
+
+def wrk_run(name: str, *, memwatch: bool, seconds: float, connections: int) -> dict:
+    """One clean app served plain or with memwatch, saturated by wrk."""
+    scenario = SCENARIOS[name]
+    with tempfile.TemporaryDirectory(prefix=f"memwatch-wrk-{name}-") as tmp:
+        jsonl = Path(tmp) / "events.jsonl" if memwatch else None
+        script = Path(tmp) / "paths.lua"
+        script.write_text(_WRK_SCRIPT % _lua_path(scenario.path))
+        port = free_port()
+        proc = subprocess.Popen(scenario.command(port, jsonl), cwd=HARNESS.parent,
+                                env=server_env(jsonl, 1.0, False), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_ready(port, proc, jsonl, 120)
+            cmd = ["wrk", "-t1", f"-c{connections}", "--latency", "-s", str(script),
+                   f"http://127.0.0.1:{port}/"]
+            subprocess.run(cmd[:1] + ["-d2s"] + cmd[1:], capture_output=True, timeout=90)
+            out = subprocess.run(cmd[:1] + [f"-d{seconds:g}s"] + cmd[1:], capture_output=True,
+                                 text=True, timeout=seconds + 90).stdout
+        finally:
+            stop_server(proc)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return {"rps": float(rps.group(1)) if rps else float("nan"),
+            "p50": _wrk_ms(lat.get("50", "")), "p99": _wrk_ms(lat.get("99", "")),
+            "bad": int(bad.group(1)) if bad else 0}
+
+
+def wrk_cost(args, names: list[str]) -> int:
+    if not shutil.which("wrk"):
+        print("bench_services --wrk: SKIPPED: wrk is not installed (apt-get install -y wrk)")
+        return 0
+    names = [n for n in names if SCENARIOS[n].path]      # HTTP apps only
+    print(f"wrk -t1 -c{args.connections} for {args.cost_seconds:g} s per run against each clean "
+          f"app, plain and with memwatch (defaults), alternating, {args.repeat} runs each, one "
+          f"at a time, medians; load average at the start "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (2 cores, shared)\n")
+    header = (f"{'app':<15}{'plain req/s':>12}{'memwatch':>10}{'ratio':>7}"
+              f"{'p50 ms plain':>14}{'memwatch':>10}{'p99 ms plain':>14}{'memwatch':>10}")
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        runs = {False: [], True: []}
+        for _ in range(args.repeat):
+            for with_mw in (False, True):
+                runs[with_mw].append(wrk_run(name, memwatch=with_mw, seconds=args.cost_seconds,
+                                             connections=args.connections))
+        med = {k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50", "p99")}
+               for k, v in runs.items()}
+        bad = sum(r["bad"] for v in runs.values() for r in v)
+        plain, tracked = med[False], med[True]
+        print(f"{name:<15}{plain['rps']:>12.0f}{tracked['rps']:>10.0f}"
+              f"{tracked['rps'] / plain['rps']:>7.3f}{plain['p50']:>14.2f}{tracked['p50']:>10.2f}"
+              f"{plain['p99']:>14.2f}{tracked['p99']:>10.2f}"
+              + (f"  ({bad} non-2xx answers)" if bad else ""))
+    print(f"\nratio: memwatch's requests/s over plain (1.000: no cost).  Load average at the end: "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}.")
+    return 0
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("names", nargs="*", help=f"apps to run (default all: {', '.join(SCENARIOS)})")
@@ -155,6 +255,9 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=None, help="runs at once (default: all)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--cost", action="store_true", help="server CPU per request instead")
+    p.add_argument("--wrk", action="store_true",
+                   help="requests/s and latency under wrk, plain vs memwatch, instead")
+    p.add_argument("--connections", type=int, default=8, help="wrk's connections (--wrk)")
     p.add_argument("--cost-seconds", type=float, default=30.0)
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
@@ -181,6 +284,8 @@ def main() -> None:
     if not args.quick:
         args.clean_cap = args.cap
     os.environ.pop("MEMWATCH_TRACE_GC", None)
+    if args.wrk:
+        sys.exit(wrk_cost(args, names))
     sys.exit(cost(args, names) if args.cost else verdicts(args, names))
 
 

@@ -168,9 +168,11 @@ def per_event(measures):
     return base_young, base_full, results, census, len(gc.get_objects())
 
 
+# Issue 9's 13, then more that need no package beyond the standard library.
 PYPERFORMANCE = ["richards", "json_dumps", "gc_traversal", "nbody", "float", "deltablue",
                  "chaos", "go", "unpack_sequence", "regex_v8", "raytrace", "spectral_norm",
-                 "nqueens"]
+                 "nqueens", "json_loads", "fannkuch", "hexiom", "pyflate", "deepcopy",
+                 "logging", "coroutines", "generators", "gc_collect", "comprehensions"]
 
 # A stand-in for pyperf: the benchmark's own code runs `loops` times and this
 # prints the CPU time those loops took (all threads: time.process_time()).
@@ -189,6 +191,14 @@ if config != "plain":
     elif config == "callbacks":
         memwatch.configure(gc_callbacks=True)
     memwatch.on("leak", lambda info: None)
+    # The tracker's start-up work (its first clock sample and census, imports)
+    # runs in its thread: let it finish before the benchmark, or a short run
+    # (one loop under valgrind) exits in the middle of it and a longer one
+    # does not, and that one-off work is counted as a per-loop cost.
+    from memwatch import tracker as _mwt
+    _deadline = time.monotonic() + 600
+    while not _mwt._tracker._censuses and time.monotonic() < _deadline:
+        time.sleep(0.01)
 
 class Runner:
     def __init__(self, *a, **k):
@@ -230,14 +240,15 @@ runpy.run_path(script, run_name="__main__")
 
 
 def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
-                  seconds: float = 1.0, callgrind: bool = False) -> None:
+                  seconds: float = 1.0, callgrind: bool = False,
+                  callgrind_seconds: float = 0.2) -> None:
     import tempfile
     import zipfile
     tmp = tempfile.mkdtemp(prefix="memwatch-pyperf-")
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(tmp)
     root = os.path.join(tmp, "pyperformance", "data-files", "benchmarks")
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = dict(os.environ, PYTHONPATH=SRC, PYTHONHASHSEED="0")
 
     def one(script: str, config: str, loops: int, grind: bool = False,
             scale: float | None = None) -> dict:
@@ -263,80 +274,84 @@ def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
             result["ir"] = int(m.group(1))
         return result
 
-    if callgrind:
-        # Instruction counts (valgrind --tool=callgrind) of whole processes with
-        # L and 2L loops: (Ir(2L) - Ir(L)) / L is the per-loop count, start-up
-        # and imports cancelled out.  Repeatable on a loaded machine, where CPU
-        # times are not; the tracker's once-a-second work is over-counted
-        # (valgrind runs ~50x slower, so there are ~50x more ticks per loop)
-        # unless time_scale stretches the tracker's durations by the measured
-        # slowdown (wall time under valgrind / natively, plain runs).
-        print(f"3. pyperformance benchmarks under callgrind: instructions per loop, "
-              f"{', '.join(configs[1:])} vs plain\n")
-        ratios_g: dict[str, list[float]] = {c: [] for c in configs[1:]}
-        for name in names:
-            script = os.path.join(root, f"bm_{name}", "run_benchmark.py")
-            try:
-                loops = one(script, "plain", 0)["loops"]
-                native = one(script, "plain", 2 * loops)["wall"]
-                per = {}
-                scale = None
-                for c in configs:
-                    small = one(script, c, loops, grind=True, scale=scale)
-                    big = one(script, c, 2 * loops, grind=True, scale=scale)
-                    per[c] = (big["ir"] - small["ir"]) / loops
-                    if c == "plain":
-                        scale = max(1.0, big["wall"] / native)
-            except Exception as exc:  # noqa: BLE001
-                print(f"   {name:<18}  skipped: {str(exc).strip().splitlines()[-1][:80]}")
-                continue
-            line = f"   {name:<18}{per['plain'] / 1e6:>10.2f}M Ir/loop (time_scale {scale:.0f})"
-            for c in configs[1:]:
-                r = per[c] / per["plain"]
-                ratios_g[c].append(r)
-                line += f"   {c} {(r - 1) * 100:+.2f}%"
-            print(line, flush=True)
-        for c in configs[1:]:
-            if ratios_g[c]:
-                g = statistics.geometric_mean(ratios_g[c])
-                print(f"   geomean {c}: {(g - 1) * 100:+.2f}%  (max "
-                      f"{(max(ratios_g[c]) - 1) * 100:+.2f}%)")
-        print()
-        return
+    def instructions(script: str, config: str, loops: int, scale: float | None) -> float:
+        small = one(script, config, loops, grind=True, scale=scale)
+        big = one(script, config, 2 * loops, grind=True, scale=scale)
+        return (big["ir"] - small["ir"]) / loops
 
-    print(f"3. pyperformance benchmarks: median CPU per loop of {repeat} alternating fresh "
-          f"runs each, plain vs {', '.join(configs[1:])}\n")
-    print(f"   {'benchmark':<18}{'plain':>12}" + "".join(f"{c:>22}" for c in configs[1:]))
+    # Instruction counts (valgrind --tool=callgrind) of whole processes with L
+    # and 2L loops: (Ir(2L) - Ir(L)) / L is the per-loop count, start-up and
+    # imports cancelled out.  Repeatable on a loaded machine, where CPU times
+    # are not (PYTHONHASHSEED is fixed for every run, so dict and set layouts
+    # are the same in both configurations); the tracker's once-a-second work
+    # is over-counted (valgrind runs ~50x slower, so there are ~50x more ticks
+    # per loop) unless time_scale stretches the tracker's durations by the
+    # measured slowdown (wall time under valgrind / natively, plain runs).
+    one_load = os.getloadavg()
+    cols = []
+    if repeat > 0:
+        cols.append(f"median CPU per loop of {repeat} alternating fresh runs each")
+    if callgrind:
+        cols.append("instructions per loop under callgrind (Ir(2L) - Ir(L)) / L")
+    print(f"3. pyperformance benchmarks, plain vs {', '.join(configs[1:])} "
+          f"(memwatch.on('leak', ...), defaults): {'; '.join(cols)}; load average "
+          f"{one_load[0]:.1f}, {one_load[1]:.1f}, {one_load[2]:.1f} at the start\n")
+    head = f"   {'benchmark':<18}"
+    if repeat > 0:
+        head += f"{'plain CPU':>12}" + "".join(f"{c + ' CPU':>22}" for c in configs[1:])
+    if callgrind:
+        head += f"{'plain Ir':>12}" + "".join(f"{c + ' Ir':>12}" for c in configs[1:])
+    print(head)
     ratios: dict[str, list[float]] = {c: [] for c in configs[1:]}
+    ratios_g: dict[str, list[float]] = {c: [] for c in configs[1:]}
     for name in names:
         script = os.path.join(root, f"bm_{name}", "run_benchmark.py")
         if not os.path.exists(script):
             print(f"   {name:<18}  (not in this pyperformance)")
             continue
+        line = f"   {name:<18}"
         try:
             loops = one(script, "plain", 0)["loops"]
-            runs: dict[str, list[float]] = {c: [] for c in configs}
-            for _ in range(repeat):
-                for c in configs:
-                    runs[c].append(one(script, c, loops)["cpu"])
+            if repeat > 0:
+                runs: dict[str, list[float]] = {c: [] for c in configs}
+                for _ in range(repeat):
+                    for c in configs:
+                        runs[c].append(one(script, c, loops)["cpu"])
+                med = {c: statistics.median(v) for c, v in runs.items()}
+                line += f"{med['plain'] * 1e3:>10.2f}ms"
+                for c in configs[1:]:
+                    r = med[c] / med["plain"]
+                    ratios[c].append(r)
+                    line += f"{med[c] * 1e3:>12.2f}ms {(r - 1) * 100:>+6.2f}%"
+            if callgrind:
+                # Fewer loops under valgrind (~50x slower): about callgrind_seconds
+                # of native work per L.
+                gloops = max(1, round(loops * callgrind_seconds / seconds))
+                native = one(script, "plain", 2 * gloops)["wall"]
+                small = one(script, "plain", gloops, grind=True)
+                big = one(script, "plain", 2 * gloops, grind=True)
+                per = {"plain": (big["ir"] - small["ir"]) / gloops}
+                scale = max(1.0, big["wall"] / native)
+                for c in configs[1:]:
+                    per[c] = instructions(script, c, gloops, scale)
+                line += f"{per['plain'] / 1e6:>10.2f}M "
+                for c in configs[1:]:
+                    r = per[c] / per["plain"]
+                    ratios_g[c].append(r)
+                    line += f"{(r - 1) * 100:>+11.2f}%"
         except Exception as exc:  # noqa: BLE001 - a benchmark that needs a missing package
             print(f"   {name:<18}  skipped: {str(exc).strip().splitlines()[-1][:80]}")
             continue
-        med = {c: statistics.median(v) for c, v in runs.items()}
-        line = f"   {name:<18}{med['plain'] * 1e3:>10.2f}ms"
-        for c in configs[1:]:
-            r = med[c] / med["plain"]
-            ratios[c].append(r)
-            line += f"{med[c] * 1e3:>12.2f}ms {(r - 1) * 100:>+6.2f}%"
         print(line, flush=True)
-    line = f"   {'geomean':<18}{'':>12}"
-    for c in configs[1:]:
-        rs = ratios[c]
-        g = statistics.geometric_mean(rs) if rs else float("nan")
-        line += f"{'':>14}{(g - 1) * 100:>+6.2f}%"
-        line += ""
-    print(line)
-    print("   (CPU medians on a shared machine: a few tenths of a percent either way is noise)\n")
+    for label, table in (("CPU", ratios), ("Ir", ratios_g)):
+        for c, rs in table.items():
+            if rs:
+                g = statistics.geometric_mean(rs)
+                print(f"   {label} {c}: geomean {(g - 1) * 100:+.2f}%, max {(max(rs) - 1) * 100:+.2f}%"
+                      f", min {(min(rs) - 1) * 100:+.2f}% over {len(rs)} benchmarks")
+    end_load = os.getloadavg()
+    print(f"   (load average {end_load[0]:.1f} at the end; CPU medians on a shared machine move "
+          f"by a few percent either way, instruction counts by a few tenths)\n")
 
 
 def main():
@@ -353,14 +368,18 @@ def main():
     parser.add_argument("--seconds", type=float, default=1.0,
                         help="view 3: CPU seconds per run, calibrated on plain (default 1)")
     parser.add_argument("--callgrind", action="store_true",
-                        help="view 3: instruction counts under valgrind instead of CPU times")
+                        help="view 3: also instruction counts under valgrind (--repeat 0: "
+                             "instruction counts only)")
+    parser.add_argument("--callgrind-seconds", type=float, default=0.2,
+                        help="view 3: native seconds of loops per callgrind run (default 0.2)")
     parser.add_argument("--configs", default="plain,tracked",
                         help="view 3 configurations: plain, tracked (defaults), callbacks "
                              "(gc_callbacks=True), no-callbacks (gc_callbacks=False)")
     args = parser.parse_args()
     if args.pyperformance:
         pyperformance(args.pyperformance, args.benchmarks.split(","), args.repeat,
-                      args.configs.split(","), args.seconds, args.callgrind)
+                      args.configs.split(","), args.seconds, args.callgrind,
+                      args.callgrind_seconds)
         if args.only_pyperformance:
             return
     measures = ["rss", "blocks", "callable", "tracemalloc", "uss", "python"]

@@ -786,3 +786,40 @@ def test_clock_suspicion_of_a_real_leak_is_confirmed_and_reported():
     assert leak["top_types"][0]["what"] == "dict"
     assert "holder" in leak["top_types"][0]
     assert info["last_leak"]["reason"] == leak["reason"]
+
+
+# -- the census hands its bookkeeping back (RSS must not hide a leak) ----------------
+
+def test_census_memory_is_given_back_to_the_os(run_script):
+    """A census frees its bookkeeping at once; on glibc the tracker trims it back to
+    the OS, else RSS stays up by it and a leak refilling it shows late in RSS."""
+    out = run_script("""
+        import sys
+        from memwatch import _measures, tracker
+        if not sys.platform.startswith("linux"):
+            print("SKIP: not Linux"); raise SystemExit
+        _measures.trim_free_memory()
+        if _measures._trim is False:
+            print("SKIP: no malloc_trim (not glibc)"); raise SystemExit
+        # 64 MB in 100 KB pieces (below glibc's mmap threshold: the brk heap),
+        # with a small block kept after them so freeing them cannot shrink the
+        # heap's top by itself: the freed memory stays in the process.
+        chunks = [bytearray(100_000) for _ in range(640)]
+        for c in chunks:
+            c[::4096] = b"x" * len(range(0, 100_000, 4096))     # touch every page
+        pin = bytearray(200)
+        before = _measures.read_rss()
+        del chunks
+        freed = _measures.read_rss()
+        calls = []
+        real = _measures.trim_free_memory
+        tracker.trim_free_memory = lambda: (calls.append(1), real())
+        t = tracker._Tracker()
+        t.detector = None
+        t._take_census()
+        after = _measures.read_rss()
+        print("calls", len(calls), "kept", (freed - after) > 32 << 20, before - freed < 32 << 20)
+    """).stdout.strip()
+    if out.startswith("SKIP"):
+        pytest.skip(out)
+    assert out.split() == ["calls", "1", "kept", "True", "True"], out

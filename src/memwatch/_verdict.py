@@ -9,12 +9,15 @@ this module is a *suspicion*, confirmed by one forced full collection before it
 is reported (``memwatch.tracker._Tracker._confirm_suspect``; the window's floors
 ``first``/``cfirst`` and ``last``/``clast`` travel in the :class:`Verdict` for
 that).  Measured with ``benchmarks/bench_scenarios.py --scale 1`` (CPython
-3.11, ten scenarios at once on a 2-core machine at load average ~30): 18/18
-verdicts right; 100 KB/s reported 57-61 s after it began on small heaps, 70 s
-on a 500k-object heap with one full collection in the whole run, a 3 MB/s
-runaway 60 s, 10 KB/s 346 s (closures) and 563 s (bytes); cyclic garbage
-piling up on a big heap was suspected twice and rejected twice by the
-confirming collection; a 110 MB cache filled in 55 s never qualified.
+3.11, all 19 scenarios at once on a 2-core machine shared with other
+developers' jobs, load average 6-17; table in docs/tracker.md): 19/19 verdicts
+right; 100 KB/s starting with the process reported 83 s after start; 100 KB/s
+starting later 50-59 s after it began (a 500k-object heap with one full
+collection in the whole run: 58 s; a 1 GB heap, 2.8M objects: 73 s, of which
+17 s were the confirming collection and the payload's heap walks), a 3 MB/s
+runaway 55 s, 10 KB/s 372 s (closures) and 418 s (bytes); cyclic garbage piling
+up on a big heap was suspected twice and rejected twice by the confirming
+collection; a 110 MB cache filled in 55 s never qualified.
 
 node-memwatch reports a leak after five consecutive increases of the base.
 On a real service that both cries wolf (start-up, a cache filling, five
@@ -46,24 +49,44 @@ memwatch's rule looks at the *floor* of the series, never at single samples:
   that no Python allocation accounts for (a C library leaking ``malloc``
   directly) is not reported unless ``confirm=None``.
 * No window starts in the first ``warmup`` seconds (the tracker's default:
-  ``0.4 * min_duration``, 24 s) after the first sample: a program warming up (imports,
-  caches, the allocator reaching its working size) is not judged.
+  ``0.25 * min_duration``, 15 s) after the first sample: a program warming up
+  (imports, caches, the allocator reaching its working size) is not judged.
 * After a leak is reported the history starts afresh: the next report needs
   a whole new window of growth.
 
-Why these defaults (``min_growth`` 4 MiB, ``min_duration`` 60 s, 4 slices):
-a sustained leak of 100 KB/s reaches 4 MiB in 41 s, so it is reported as
-soon as a 60 s window exists (about one minute after it starts; 84 s when it
-starts with the tracker, because of the 24 s warm-up, while a cache that stops
-filling before 69 s can never qualify); 10 KB/s reaches it in 410 s,
-reported by the first window of at least that length (window lengths step by
-a factor 1.25 from 60 s, so within about eight minutes; later when the
-process first refills memory it had freed, which RSS does not see grow).  A
-cache that fills during start-up in less than ``min_duration`` can never be
-reported, whatever its size, and neither can anything whose floor stops
-rising, however noisy.  (3 MiB would report 10 KB/s about a minute sooner,
-but lets an allocator creeping up by 8 MiB over a few minutes through when
-the measure is judged alone.)
+Why these defaults (``min_growth`` 4 MiB, ``min_duration`` 60 s, 4 slices,
+``warmup`` 15 s): a sustained leak of 100 KB/s reaches 4 MiB in 41 s; the
+floor of the last half-slice must be 4 MiB above the first slice's and every
+slice must rise, so the first window that qualifies ends about 48 s after the
+leak began (41 s of growth plus the half-slice) if the process is older than
+the warm-up plus 60 s, and 75 s after start (15 + 60) when the leak starts
+with the process.  A cache that stops filling within the first minute can
+never qualify: a window's last slice must still rise, and the earliest
+window's last slice starts at 15 + 45 = 60 s.  10 KB/s reaches 4 MiB in
+410 s, reported by the first window of at least that length (window lengths
+step by a factor 1.25 from 60 s, so within about eight minutes; later when
+the process first refills memory it had freed, which RSS does not see grow).
+A cache that fills during start-up can never be reported, whatever its size,
+and neither can anything whose floor stops rising, however noisy.  (3 MiB
+would report 10 KB/s about a minute sooner, but lets an allocator creeping up
+by 8 MiB over a few minutes through when the measure is judged alone.)
+
+Where the time to detection went (``benchmarks/bench_scenarios.py --scale 1``
+splits it: window end, confirming collection, delivery), CPython 3.11, seven
+scenarios at once at load average 7-12 on 2 cores, before the changes below:
+a 100 KB/s leak starting with the process: window end 85 s, confirmed 86 s,
+listener 88 s; leaks starting at 30 s: window end 85 s (55 s after the leak
+began), listener 57-61 s.  So neither the clock (1 s) nor the confirmation
+(0.1-1.5 s, one full collection) nor delivery (censuses and retainer
+searches, 1-4 s) was the slow stage: the window was, because no window could
+start before the 24 s warm-up (then 0.4 x ``min_duration``).  A warm-up of
+15 s moved the first report to 77-81 s after start and 49-55 s after a
+leak's start.  The big-heap case (500k dicts, 100 KB/s of 1.4 KB ``bytes``)
+had two more causes, both fixed: the confirming series' margin (0.05% of the
+live blocks per slice: more than such a leak adds in 15 s; now 0.01%), and
+the census's freed bookkeeping, which glibc kept in the process so the leak
+refilled it without RSS growing (now trimmed; see
+``memwatch._measures.trim_free_memory``).
 
 Samples are kept in buckets of ``min_duration / (4 * segments)`` seconds
 (their floor, sample count and time span); when more than ``max_buckets``
@@ -282,6 +305,18 @@ class LeakDetector:
                 best = verdict  # lengths ascend: keep the longest
         return best
 
+    @staticmethod
+    def confirm_margin(cfirst: float) -> float:
+        """The least rise of the confirming series (live blocks) per slice.
+
+        32 blocks, or 0.01% of the live blocks on a big heap (300 blocks a
+        slice on a 3M-block heap).  It was
+        0.05%: on a 3M-block heap (500k dicts) that asked 1500 new blocks per
+        15 s slice, while 100 KB/s of 1.4 KB ``bytes`` is 1100 blocks, so
+        leak_bigheap_untracked needed a 75 s window (reported 70 s after it
+        began, against 60)."""
+        return max(32.0, cfirst * 0.0001)
+
     def _judge(self, i: int) -> Verdict | None:
         b = self._b
         last = b.size - 1
@@ -343,7 +378,7 @@ class LeakDetector:
             # Live allocations must grow too, slice after slice: RSS that rises
             # while the allocator's live block count does not is fragmentation
             # or a high-water mark, not objects being kept.
-            cmargin = max(32.0, cfloors[0] * 0.0005)
+            cmargin = self.confirm_margin(cfloors[0])
             seq = cfloors + [ctail]
             if any(seq[k + 1] - seq[k] < cmargin for k in range(nseg)):
                 return None

@@ -179,7 +179,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     verdict.add_argument("--segments", type=int, metavar="N",
                          help="slices of the window whose floors must all rise (default 4)")
     verdict.add_argument("--warmup", type=_seconds, metavar="S",
-                         help="no window starts this soon after start (default 0.4 x min-duration)")
+                         help="no window starts this soon after start (default 0.25 x min-duration)")
     verdict.add_argument("--sample-interval", type=_optional_seconds, metavar="S", default=_UNSET,
                          help="clock samples every S seconds ('none': only after full "
                               "collections; default 1)")

@@ -2,11 +2,11 @@
 untracked ``bytes`` after 30 s: the leak itself never triggers a collection (the scenario
 allocates no tracked object), so only the clock samples can see it."""
 
-from _harness import Pacer, Run, heap_arg, long_lived_heap
+from _harness import Pacer, Run, heap_arg, heap_facts, long_lived_heap
 
 
 def main():
-    heap = long_lived_heap(heap_arg())
+    heap = long_lived_heap(*heap_arg())
     run = Run("leak_bigheap_untracked", leaking=True, duration=300)
     kept = []
     counter = iter(range(10**9))
@@ -17,7 +17,7 @@ def main():
     while run.running():
         pacer.step()
         run.sleep(0.25)
-    run.finish(expect_type="bytes", unit=pacer.unit, heap=len(heap))
+    run.finish(expect_type="bytes", unit=pacer.unit, **heap_facts(heap))
 
 
 if __name__ == "__main__":

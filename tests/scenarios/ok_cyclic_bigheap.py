@@ -8,11 +8,11 @@ RSS and the live block count rise by ~200 KB/s, like a leak; a forced full colle
 takes it all back."""
 from collections import deque
 
-from _harness import Run, heap_arg, long_lived_heap
+from _harness import Run, heap_arg, heap_facts, long_lived_heap
 
 
 def main():
-    heap = long_lived_heap(heap_arg())
+    heap = long_lived_heap(*heap_arg())
     run = Run("ok_cyclic_bigheap", leaking=False, duration=600)
     live = deque(maxlen=2000)
     n = 0
@@ -24,7 +24,7 @@ def main():
             live.append(s)
             n += 1
         run.sleep(0.25)
-    run.finish(heap=len(heap), sessions=n)
+    run.finish(**heap_facts(heap), sessions=n)
 
 
 if __name__ == "__main__":

@@ -142,7 +142,12 @@ def _from_runner(event: dict) -> dict:
         return {"event": "stats", "wall": _wall(event["timestamp"]),
                 "current_base": event.get("current_base"), "rss": event.get("rss")}
     if kind == "leak":
-        return {"event": "leak", "wall": _wall(event["end"]), "reason": event.get("reason"),
+        # The line has no time of its own: the confirming collection's (seconds
+        # before the listener, after the window's end) is the nearest.
+        confirmed = (event.get("confirmation") or {}).get("timestamp")
+        return {"event": "leak", "wall": _wall(confirmed or event["end"]),
+                "reason": event.get("reason"),
+                "window": round(_wall(event["end"]) - _wall(event["start"]), 3),
                 "growth": event.get("growth"), "samples": event.get("samples"),
                 "top_types": [d.get("what") for d in event.get("top_types") or []]}
     return {"event": kind, "wall": 0.0}
@@ -257,8 +262,8 @@ class Result:
     errors: list = field(default_factory=list)
     leaks: list = field(default_factory=list)
     stats: int = 0
-    rss_first: int | None = None     # the server's RSS at its first and last stats sample
-    rss_last: int | None = None
+    rss_first: int | None = None     # the server's RSS when the load started and ended
+    rss_last: int | None = None      # (psutil; else its first and last stats sample)
     server_cpu: float | None = None  # CPU seconds of the serving process(es) during the load
     pid: int | None = None
     options: dict | None = None
@@ -269,8 +274,8 @@ class Result:
         return dict(self.__dict__)
 
 
-def server_cpu(pid: int) -> float | None:
-    """CPU seconds of a server and its children (gunicorn's worker), or None."""
+def _server_total(pid: int, read) -> float | None:
+    """``read(process)`` summed over a server and its children (gunicorn's worker)."""
     try:
         import psutil
         root = psutil.Process(pid)
@@ -278,13 +283,35 @@ def server_cpu(pid: int) -> float | None:
         total = 0.0
         for p in procs:
             try:
-                t = p.cpu_times()
-                total += t.user + t.system
+                total += read(p)
             except psutil.Error:
                 pass
-        return round(total, 2)
+        return total
     except Exception:                  # psutil missing, or the server already gone
         return None
+
+
+def server_cpu(pid: int) -> float | None:
+    """CPU seconds of a server and its children, or None."""
+    total = _server_total(pid, lambda p: sum(p.cpu_times()[:2]))
+    return None if total is None else round(total, 2)
+
+
+def server_rss(pid: int) -> int | None:
+    """RSS bytes of a server and its children, or None (read from outside memwatch)."""
+    total = _server_total(pid, lambda p: p.memory_info().rss)
+    return None if total is None else int(total)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a server started with ``start_new_session``: the whole session
+    (gunicorn's worker too), SIGTERM first, SIGKILL after 20 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
@@ -320,6 +347,7 @@ def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
         try:
             wait_ready(port, proc, jsonl, startup_timeout)
             cpu0 = server_cpu(proc.pid)     # start-up (imports) left out of the load's CPU
+            result.rss_first = server_rss(proc.pid)
             threads_ = load.start()
             while not load.stop.is_set():
                 if time.monotonic() - load.t0 >= duration or proc.poll() is not None:
@@ -347,15 +375,10 @@ def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
             result.returncode = proc.poll()
             if result.returncode is None:
                 cpu1 = server_cpu(proc.pid)
+                result.rss_last = server_rss(proc.pid)
                 if cpu0 is not None and cpu1 is not None:
                     result.server_cpu = round(cpu1 - cpu0, 3)
-                # The whole session: gunicorn's worker too.
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                stop_server(proc)
             errlog.seek(0)
             result.stderr = errlog.read()[-4000:]
             errlog.close()
@@ -374,7 +397,7 @@ def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
                 result.options = ready[-1]["options"]
             stats = [e for e in events if e["event"] == "stats"]
             result.stats = len(stats)
-            if stats:
+            if stats and (result.rss_first is None or result.rss_last is None):
                 result.rss_first, result.rss_last = stats[0]["rss"], stats[-1]["rss"]
             for e in events:
                 if e["event"] == "leak":
@@ -383,6 +406,7 @@ def run_scenario(name: str, *, leak: bool, scale: float, duration: float,
                                          "after_server_start": round(e["wall"] - spawned, 1),
                                          "nominal": round(after / scale, 1),
                                          "reason": e["reason"], "growth": e["growth"],
+                                         "window": e.get("window"),
                                          "top_types": e["top_types"]})
     return result
 
