@@ -9,10 +9,14 @@
 # never touched.
 #
 # Usage:
-#   bash scripts/debian-python.sh 3.14|3.15 [pytest args...]
-#        the README's test command (scripts/test.sh, PYTHON=python3.X)
+#   bash scripts/debian-python.sh 3.14|3.15 [3.15 ...] [pytest args...]
+#        the README's test command (pip install ".[test]", then pytest
+#        tests/) on each version in turn, in one chroot session; the
+#        exit status is 1 when any version failed (each one's result and
+#        times are printed)
 #   bash scripts/debian-python.sh --run 3.14|3.15|3.14d CMD [ARGS...]
-#        CMD inside the chroot, in the copy of the tree, with $PYTHON set
+#        CMD inside the chroot, in the copy of the tree, with $PYTHON and
+#        $VENV (the version's kept venv: create or fill it as needed) set
 #   bash scripts/debian-python.sh --prepare   (only create/update the chroot)
 #
 # Environment: MEMWATCH_DEBIAN_ROOT (default /var/cache/memwatch/debian-sid),
@@ -133,6 +137,57 @@ python_for() {
   esac
 }
 
+# What runs inside the chroot for each version, one after the other in one
+# chroot session (the mounts and the chroot's checks are made once):
+# reuse the version's venv (made once, with pip upgraded then), install
+# memwatch from the copy of the tree as the README's command does (pip
+# install ".[test]": the wheel is built from these sources, its dependencies
+# come from the wheel cache in the chroot's /root/.cache/pip once fetched),
+# run pytest from the copy, and print how long the setup and the tests took.
+# $1 = "test" (the suite, tests/) or "run" (the command after the versions).
+# shellcheck disable=SC2016
+INNER='
+  set -u
+  mode=$1; extras=$2; shift 2
+  versions=(); while [ "$1" != -- ]; do versions+=("$1"); shift; done; shift
+  failed=()
+  for entry in "${versions[@]}"; do
+    version=${entry%%=*}; py=${entry#*=}
+    venv=/work/venv-$version; tree=/work/memwatch-$version
+    t0=$SECONDS
+    echo "== $("$py" --version 2>&1) ($version) in the Debian sid chroot"
+    (
+      set -e
+      cd "$tree"
+      want="$("$py" -c "import sys; print(sys.version)")"
+      if [ "$(cat "$venv/.memwatch-python" 2>/dev/null)" != "$want" ] || ! "$venv/bin/python" -c "" 2>/dev/null; then
+        rm -rf "$venv"
+        "$py" -m venv "$venv"
+        "$venv/bin/python" -m pip install -q --upgrade pip
+        echo "$want" >"$venv/.memwatch-python"
+      fi
+      # pip always reinstalls a project given as a path; dependencies already there stay.
+      if [ "$mode" = test ]; then "$venv/bin/python" -m pip install -q ".[$extras]"; fi
+    ) || { echo "== $version: setup FAILED"; failed+=("$version"); continue; }
+    t1=$SECONDS
+    if [ "$mode" = test ]; then
+      # From the copy, as scripts/test.sh does: ./src is not on sys.path, the
+      # installed wheel is tested.  The whole of tests/ unless test files or
+      # ids were given (pytest would collect both).
+      where=tests
+      for a in "$@"; do case $a in tests/*|*.py|*::*) where= ;; esac; done
+      (cd "$tree" && exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@" $where)
+    else
+      (cd "$tree" && PYTHON="$py" VENV="$venv" exec "$@")
+    fi
+    rc=$?
+    t2=$SECONDS
+    if [ $rc = 0 ]; then verdict=passed; else verdict="FAILED (exit $rc)"; failed+=("$version"); fi
+    echo "== $("$py" --version 2>&1) ($version): setup $((t1 - t0)) s, run $((t2 - t1)) s: $verdict"
+  done
+  [ ${#failed[@]} = 0 ] || { echo "== failed: ${failed[*]}"; exit 1; }
+'
+
 # All of the work is in one function, read whole before it runs: editing
 # this file while a (long) run is going cannot change what that run does.
 main() {
@@ -140,26 +195,26 @@ main() {
   case "${1:-}" in
     --prepare) prepare; exit 0 ;;
     --run) mode=run; shift ;;
-    ""|-h|--help) sed -n '2,24p' "$0"; exit 2 ;;
+    ""|-h|--help) sed -n '2,30p' "$0"; exit 2 ;;
   esac
-  version="$1"; shift
-  py=$(python_for "$version")
+  versions=()
+  while [ $# -gt 0 ] && [[ "$1" =~ ^3\.[0-9]+(d|-dbg)?$ ]]; do versions+=("$1"); shift; done
+  [ ${#versions[@]} -gt 0 ] || die "no version given: use 3.14, 3.15 or 3.14d (several for one session)"
+  [ "$mode" = test ] || [ $# -gt 0 ] || die "--run needs a command"
   prepare
-  # One run per version at a time: they share the copy of the tree and the venv.
-  exec 8>"$ROOT.run-$version.lock"
-  flock -n 8 || { echo "== waiting for another $version run to finish"; flock 8; }
-  copy_tree "$version"
-  echo "== $(in_chroot "" "$py" --version 2>&1) in the Debian sid chroot $ROOT"
-  # The venv lives outside the copied tree, so it survives between runs
-  # (test.sh reuses an existing venv and reinstalls memwatch into it).
-  venv="/work/venv-$version"
-  if [ "$mode" = test ]; then
-    in_chroot "PYTHON=$py VENV=$venv MEMWATCH_TEST_EXTRAS=${MEMWATCH_TEST_EXTRAS:-test}" /bin/bash -c 'cd "$1" && shift && exec bash scripts/test.sh "$@"' _ "/work/memwatch-$version" "$@"
-  else
-    [ $# -gt 0 ] || die "--run needs a command"
-    in_chroot "PYTHON=$py VENV=$venv" /bin/bash -c 'cd "$1" && shift && exec "$@"' _ "/work/memwatch-$version" "$@"
-  fi
+  # One run per version at a time: they share the copy of the tree and the
+  # venv.  Locks are taken in a fixed order, so two multi-version runs
+  # cannot wait for each other.
+  local entries=() v fd
+  for v in $(printf '%s\n' "${versions[@]}" | sort -u); do
+    exec {fd}>"$ROOT.run-$v.lock"
+    flock -n "$fd" || { echo "== waiting for another $v run to finish"; flock "$fd"; }
+    copy_tree "$v"
+    entries+=("$v=$(python_for "$v")")
+  done
+  in_chroot "" /bin/bash -c "$INNER" inner "$mode" "${MEMWATCH_TEST_EXTRAS:-test}" "${entries[@]}" -- "$@"
 }
 
-main "$@"
-exit $?
+# On one line: bash has read the exit before main runs, so editing this file
+# during a run cannot change what follows it.
+main "$@"; exit $?

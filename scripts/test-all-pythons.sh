@@ -13,14 +13,17 @@ for minor in 10 11 12 13; do
 done
 # 3.14 and 3.15: the interpreter on PATH when there is one, otherwise
 # Debian's, in the chroot scripts/debian-python.sh makes (root only).
+debian=()
 for minor in 14 15; do
   if py=$(bash scripts/find-python.sh "$minor"); then
     echo "== CPython 3.$minor ($py)"
     if ! PYTHON="$py" bash scripts/test.sh -q "$@"; then status=1; echo "== CPython 3.$minor FAILED"; fi
   elif [ "$(id -u)" = 0 ]; then
-    if ! bash scripts/debian-python.sh "3.$minor" -q "$@"; then status=1; echo "== CPython 3.$minor FAILED"; fi
+    debian+=("3.$minor")
   else
     echo "== CPython 3.$minor: not found (as root, scripts/debian-python.sh 3.$minor runs Debian's), skipped"
   fi
 done
+# Debian's, one chroot session for all of them (it prints each one's result).
+if [ ${#debian[@]} -gt 0 ] && ! bash scripts/debian-python.sh "${debian[@]}" -q "$@"; then status=1; fi
 exit $status

@@ -26,7 +26,9 @@ SERVICE = textwrap.dedent("""
     import sys, time
     class Session:
         pass
-    sessions = []
+    # Instances exist before "ready": a request can run at the very first
+    # safe point after the print (a census there once found no Session).
+    sessions = [Session() for _ in range(100)]
     print("ready", flush=True)
     end = time.monotonic() + 300
     while time.monotonic() < end:
@@ -184,3 +186,47 @@ def test_no_permission_to_ptrace(service):
                          timeout=120, env=_env(), cwd="/")
     assert res.returncode == 2, res.stderr
     assert "not permitted to attach" in res.stderr and "ptrace" in res.stderr
+
+
+# A target that made itself non-dumpable (prctl PR_SET_DUMPABLE 0): the
+# kernel lets a caller of the same user signal it but refuses it ptrace
+# access and its memory (ptrace_may_access without CAP_SYS_PTRACE), the same
+# refusal as Yama's ptrace_scope or a hardened service.  The caller may signal
+# it, so the refusal comes from sys.remote_exec itself, not from memwatch's
+# own pre-checks.
+NON_DUMPABLE = textwrap.dedent("""
+    import ctypes, sys, time
+    if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:   # PR_SET_DUMPABLE
+        print("no prctl", flush=True)
+        sys.exit(0)
+    print("ready", flush=True)
+    end = time.monotonic() + 300
+    while time.monotonic() < end:
+        time.sleep(0.01)
+""")
+
+
+@needs_314
+def test_a_kernel_ptrace_refusal_is_reported():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_DUMPABLE is Linux's")
+    # Root has CAP_SYS_PTRACE and attaches anyway: run both sides as nobody.
+    drop = {"user": 65534, "group": 65534, "extra_groups": []} if os.geteuid() == 0 else {}
+    target = subprocess.Popen([sys.executable, "-I", "-S", "-c", NON_DUMPABLE], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd="/", **drop)
+    try:
+        line = target.stdout.readline().strip()
+        if line == "no prctl":
+            pytest.skip("prctl(PR_SET_DUMPABLE) is not available here")
+        assert line == "ready", target.stderr.read()
+        code = ("import sys; from memwatch.cli import main; "
+                "sys.exit(main(['attach', '--timeout', '60', str(%d), 'census']))" % target.pid)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120, env=_env(), cwd="/", **drop)
+    finally:
+        target.kill()
+        target.wait(timeout=30)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert f"not permitted to attach to process {target.pid} (ptrace)" in res.stderr, res.stderr
+    assert "not dumpable" in res.stderr and "CAP_SYS_PTRACE" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr

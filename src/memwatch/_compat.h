@@ -397,11 +397,19 @@ mw_small_index(PyObject *o)
 }
 
 
-/* The name of the attribute of o, kept inline (3.11-3.13: values stored in
+/* The name of the attribute of o, kept inline (3.11+: values stored in
  * the instance, names in the type's shared keys, no __dict__ object), whose
  * value is r; NULL when there is none or the layout is not known.  Mirrors
  * CPython's internal PyDictKeysObject / PyDictValues layouts (default GIL
- * builds); _graph checks the result against known objects at import. */
+ * builds); _graph checks the result against known objects at import.
+ * 3.14 and 3.15 keep 3.13's layouts (pycore_dict.h: the same
+ * _dictkeysobject and _dictvalues, values at tp_basicsize behind
+ * Py_TPFLAGS_INLINE_VALUES, ht_cached_keys); checked against their headers.
+ * Without this reader, retainers() names such an attribute in Python
+ * through the instance's __dict__, which materialises that dict: on 3.14 the
+ * instance's references then go through the new dict, so the later paths of
+ * the same search lost their attribute names.  A newer CPython reads NULL
+ * (unnamed edges, never a wrong read) until its layout is checked. */
 typedef struct {
     Py_ssize_t dk_refcnt;
     uint8_t dk_log2_size;
@@ -429,7 +437,7 @@ typedef struct {
 static inline PyObject *
 mw_inline_attr_name(PyObject *o, PyObject *r)
 {
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x03100000 && !defined(Py_GIL_DISABLED)
     PyTypeObject *tp = Py_TYPE(o);
     PyObject **values;
     mw_dictkeys *keys;

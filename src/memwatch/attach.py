@@ -152,7 +152,11 @@ def _diagnose(pid: int, exc: BaseException) -> AttachError:
     if isinstance(exc, ProcessLookupError):
         return AttachError(f"process {pid} is gone")
     if isinstance(exc, PermissionError):
-        return AttachError(f"not permitted to attach to process {pid} (ptrace): " + _ptrace_hint())
+        why = ""
+        if _looks_non_dumpable(pid):
+            why = ("it is not dumpable (it called prctl(PR_SET_DUMPABLE, 0) or changed its user "
+                   "ids), so only a caller with CAP_SYS_PTRACE may read its memory; ")
+        return AttachError(f"not permitted to attach to process {pid} (ptrace): " + why + _ptrace_hint())
     version, exe = _target_python(pid)
     here = "%d.%d" % sys.version_info[:2]
     if version is None:
@@ -165,6 +169,18 @@ def _diagnose(pid: int, exc: BaseException) -> AttachError:
         return AttachError(f"process {pid} has remote debugging disabled (PYTHON_DISABLE_REMOTE_DEBUG "
                            "or -X disable_remote_debug): restart it without that to attach")
     return AttachError(f"could not attach to process {pid} (Python {version}, {exe}): {exc}")
+
+
+def _looks_non_dumpable(pid: int) -> bool:
+    """True when we may signal ``pid`` (same user) but the kernel shows its
+    /proc entries as root's: Linux does that for a non-dumpable process."""
+    if os.geteuid() == 0:
+        return False
+    try:
+        os.kill(pid, 0)
+        return os.stat(f"/proc/{pid}/status").st_uid == 0
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:
