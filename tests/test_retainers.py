@@ -234,3 +234,64 @@ def test_paths_through_a_defaultdict_keep_its_key_names():
     h.cache["bob"].append(_ReviewTarget())
     path = str(memwatch.retainers(h.cache["bob"][0], limit=1)[0])
     assert "collections.defaultdict 'bob' -> list[0]" in path
+
+
+# --- The type form and the object form agree --------------------------------
+# The handler that asks "who holds my Sessions?" usually holds one itself (a
+# local) and holds the class (an argument).  Both are references from outside
+# the heap graph on 3.11+; the search used to visit them in the same
+# breadth-first level as the modules, so the type form ended at
+# "app.X (external)" (the local) or "type (external) -> ..." (the class
+# argument) where the object form, whose target is exempt, found the module.
+
+def test_type_form_finds_the_holders_the_object_form_finds(app_module):
+    Item = _class("Item")
+    Registry = _class("Registry", items=[Item()])
+
+    def make(captured):
+        def handler():
+            return captured
+        return handler
+    Owner = _class("Owner")
+    app_module.STORE = [Item(), Item()]              # module global -> list -> instances
+    app_module.Registry = Registry                   # class attribute
+    app_module.HANDLER = make(Item())                # closure cell
+    app_module.REGISTRY = {"current": Item()}        # dict value
+    app_module.OWNER = Owner()                       # attribute of a module's instance
+    app_module.OWNER.thing = Item()
+    # All held by this frame too, as a handler holds what it works on.
+    # (Locals, not a list: a list here would be a container the search sees.)
+    a, b, c = app_module.STORE[0], Registry.items[0], app_module.HANDLER.__closure__[0].cell_contents
+    d, e = app_module.REGISTRY["current"], app_module.OWNER.thing
+    expected = {
+        "app.handlers -> dict 'STORE' -> list[0] -> app.Item",
+        "app.handlers -> dict 'Registry' -> type -> dict 'items' -> list[0] -> app.Item",
+        "app.handlers -> dict 'HANDLER' -> function.__closure__ -> tuple[0] "
+        "-> cell.cell_contents -> app.Item",
+        "app.handlers -> dict 'REGISTRY' -> dict 'current' -> app.Item",
+        "app.handlers -> dict 'OWNER' -> app.Owner.thing -> app.Item",
+    }
+    by_object = set()
+    for k, obj in enumerate((a, b, c, d, e)):
+        (path,) = memwatch.retainers(obj, limit=1, collect=k == 0)
+        by_object.add(str(path))
+    obj = None
+    assert by_object == expected
+    # One path per instance, nearest first: the sixth (STORE[1]) is as near as STORE[0].
+    by_class = [str(p) for p in memwatch.retainers(Item, limit=6, collect=False)]
+    by_name = [str(p) for p in memwatch.retainers("app.Item", limit=6, collect=False)]
+    assert by_class == by_name
+    assert set(by_class) == expected | {"app.handlers -> dict 'STORE' -> list[1] -> app.Item"}
+    assert all(not p.endswith("(external)") for p in by_class)
+    assert all(x is not None for x in (a, b, c, d, e))
+
+
+def test_only_held_from_outside_still_has_its_external_path_last(app_module):
+    Item = _class("Item")
+    app_module.ONE = Item()
+    local_only = Item()       # this frame's: from outside the graph on 3.11+
+    paths = [str(p) for p in memwatch.retainers(Item, limit=5)]
+    assert paths[0] == "app.handlers -> dict 'ONE' -> app.Item"
+    if sys.version_info >= (3, 11):
+        assert paths == ["app.handlers -> dict 'ONE' -> app.Item", "app.Item (external)"]
+    assert local_only is not None

@@ -244,7 +244,10 @@ def retainers(obj_or_type: Any, limit: int = 5, *, instances: bool | None = None
         paths = [_build_path(chain, roots) for chain in chains]
     finally:
         del chains
-    paths.sort(key=len)
+    # Held from outside the graph (a C reference, a caller's local) is the
+    # last resort: the search reaches those only after everything the modules
+    # and threads hold, and they sort after them, shorter or not.
+    paths.sort(key=lambda p: (p.root == "(external)", len(p)))
     return paths
 
 
