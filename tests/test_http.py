@@ -6,6 +6,7 @@ import datetime as dt
 import http.client
 import json
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -731,3 +732,120 @@ def test_a_diff_over_http_leaves_out_the_servers_own_objects(run_script):
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
+
+
+# A HeapDiff over a mounted API (issue 12): the server in a child (the client's
+# objects are not in its heap), three start/end rounds, the program leaking
+# between the third start and end.  The rows of the request's own objects
+# (the server's handler, socket and thread, the environ, the ASGI protocol,
+# memwatch's own) must be absent, and the leak all there.
+_MOUNTED_CHILD = """
+import sys, threading
+import memwatch
+from memwatch.httpapi import make_asgi_app, make_wsgi_app
+class Leaky:
+    pass
+KEPT = []
+go, block = threading.Event(), threading.Event()
+def leak():
+    go.wait()
+    KEPT.extend(Leaky() for _ in range(700))
+    block.wait()   # the thread stays: its end would be a row of the program's
+threading.Thread(target=leak, daemon=True).start()
+
+def inner(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"app"]
+
+if sys.argv[1] == "wsgiref":
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+    # One request at a time: each is over (socket closed) before the next.
+    httpd = make_server("127.0.0.1", 0, make_wsgi_app(inner), handler_class=Quiet)
+    port = httpd.server_address[1]
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+else:
+    import time
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+    async def home(request):
+        return PlainTextResponse("app")
+    app = Starlette(routes=[Route("/", home), Mount("/debug", app=make_asgi_app())])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+print(port, flush=True)
+sys.stdin.readline()
+go.set()
+while len(KEPT) < 700:
+    threading.Event().wait(0.05)
+print("leaked", flush=True)
+sys.stdin.read()
+"""
+
+_REQUEST_KINDS = ("memwatch.", "wsgiref.", "socket.", "socketserver.", "threading.", "http.",
+                  "uvicorn.", "h11.", "starlette.", "concurrent.futures.", "_io.Buffered")
+
+
+def _diff_rounds_over_a_mount(kind: str, prefix: str, keep_alive: bool) -> list[dict]:
+    import subprocess
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen([sys.executable, "-c", _MOUNTED_CHILD, kind], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        port = int(proc.stdout.readline())
+        conn = None
+
+        def post(path: str) -> dict:
+            nonlocal conn
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            conn.request("POST", prefix + path)
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+            assert resp.status in (200, 201), body
+            if not keep_alive:
+                conn.close()
+                conn = None
+            return body
+
+        rounds = []
+        for i in range(3):
+            prof = post("/ah/memoryProfile")
+            if i == 2:
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                assert proc.stdout.readline().strip() == "leaked"
+            done = post(f"/ah/memoryProfile/{prof['id']}/end")
+            rounds.append({d["what"]: d for d in done["lastDiff"]["change"]["details"]})
+        if conn is not None:
+            conn.close()
+        return rounds
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+
+
+def _assert_no_request_rows(rounds: list[dict]) -> None:
+    for n, rows in enumerate(rounds):
+        own = {k: (v["+"], v["-"]) for k, v in rows.items() if k.startswith(_REQUEST_KINDS)}
+        assert not own, (n, {k: (v["+"], v["-"]) for k, v in rows.items()})
+    assert rounds[2]["__main__.Leaky"]["+"] == 700
+
+
+def test_a_diff_over_a_wsgi_mount_leaves_out_the_requests_objects():
+    _assert_no_request_rows(_diff_rounds_over_a_mount("wsgiref", "", keep_alive=False))
+
+
+def test_a_diff_over_an_asgi_mount_leaves_out_the_requests_objects():
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    # One keep-alive connection: a closed connection's teardown runs on the
+    # event loop whenever it gets to it, which is the server's, not a request's.
+    _assert_no_request_rows(_diff_rounds_over_a_mount("uvicorn", "/debug", keep_alive=True))
