@@ -295,3 +295,48 @@ def test_only_held_from_outside_still_has_its_external_path_last(app_module):
     if sys.version_info >= (3, 11):
         assert paths == ["app.handlers -> dict 'ONE' -> app.Item", "app.Item (external)"]
     assert local_only is not None
+
+
+def test_a_tuple_being_filled_in_another_thread_is_not_disturbed():
+    # tuple(generator) resizes the tuple it fills, which needs a reference
+    # count of 1.  The search pins every object, then runs Python code (here:
+    # a __sizeof__); a pin on another thread's half-filled tuple made that
+    # thread's tuple() raise SystemError ("bad argument to internal function").
+    import threading
+    paused, resume, done = threading.Event(), threading.Event(), threading.Event()
+    result = {}
+
+    class SizedInPython:
+        calls = 0
+
+        def __sizeof__(self):
+            # Runs while the search holds its pins: let the filling thread finish now.
+            if not SizedInPython.calls:
+                SizedInPython.calls += 1
+                resume.set()
+                done.wait(60)
+            return 64
+
+    def items():
+        yield from range(3)
+        paused.set()
+        resume.wait(60)      # the tuple has 10 slots, 3 filled: it grows after this
+        yield from range(30)
+
+    def fill():
+        try:
+            result["tuple"] = tuple(items())
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            result["error"] = e
+        done.set()
+
+    keep = SizedInPython()
+    worker = threading.Thread(target=fill)
+    worker.start()
+    assert paused.wait(60)
+    memwatch.retainers(_ReviewTarget, limit=1, collect=False)
+    worker.join(60)
+    assert SizedInPython.calls == 1 and resume.is_set()
+    assert "error" not in result, result["error"]
+    assert result["tuple"] == (0, 1, 2, *range(30))
+    assert keep

@@ -838,9 +838,22 @@ cdef void _mark_external(Graph* g, object keeper) noexcept:
     cdef size_t i
     cdef Py_ssize_t extra
     cdef long k
+    cdef PyObject* o
     for i in range(g.n):
-        extra = mw_refcnt(<PyObject*>g.nodes[i].addr) - 1 - <Py_ssize_t>g.nodes[i].aux
-        if extra > 0:
+        o = <PyObject*>g.nodes[i].addr
+        extra = mw_refcnt(o) - 1 - <Py_ssize_t>g.nodes[i].aux
+        if (extra == 1 and g.nodes[i].aux == 0 and not (g.nodes[i].flags & F_DEAD)
+                and <PyObject*>mw_type(o) == <PyObject*>tuple):
+            # A tuple only C code holds may be one tuple(iterable) is still
+            # filling in another thread, paused in the iterator: it resizes
+            # the tuple when it resumes, and that fails (SystemError) if its
+            # reference count is not 1.  Our pin would make it 2 while Python
+            # code runs (sizes, names; other threads with it), so unpin it
+            # now, while no other thread can run, and never touch it again
+            # (a transient, counted as F_DEAD ones are).  Its items stay.
+            g.nodes[i].flags |= F_DEAD | F_NOEXPAND
+            _decref(o)
+        elif extra > 0:
             g.nodes[i].flags |= F_EXTERNAL
         g.nodes[i].aux = 0
     if keeper is not None:
