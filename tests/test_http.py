@@ -686,55 +686,12 @@ def test_serve_logs_the_live_page_without_the_token(caplog):
     assert f"{srv.url}/ah/ui" in text and "t0ps3cret" not in text and "#token=<your token>" in text
 
 
-def test_a_diff_over_http_leaves_out_the_servers_own_objects(run_script):
-    # The server in a child, the client here: only the server's objects are in its heap.
-    import subprocess
-    import sys
-    import textwrap
-    code = textwrap.dedent("""
-        import sys, threading, time
-        import memwatch
-        class Leaky:
-            pass
-        KEPT = []
-        go, block = threading.Event(), threading.Event()
-        def leak():
-            go.wait()
-            KEPT.extend(Leaky() for _ in range(700))
-            block.wait()   # the thread stays: its end would be a row of the program's
-        threading.Thread(target=leak, daemon=True).start()
-        srv = memwatch.serve(0)
-        print(srv.port, flush=True)
-        sys.stdin.readline(); go.set(); time.sleep(0.5)
-        print("leaked", flush=True)
-        sys.stdin.read()
-    """)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        base = f"http://127.0.0.1:{int(proc.stdout.readline())}"
-        rows_seen = []
-        for i in range(3):
-            _, prof, _, _ = request(base, "POST", "/ah/memoryProfile")
-            if i == 2:
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
-                assert proc.stdout.readline().strip() == "leaked"
-            _, done, _, _ = request(base, "POST", f"/ah/memoryProfile/{prof['id']}/end")
-            rows_seen.append({d["what"]: d for d in done["lastDiff"]["change"]["details"]})
-        for n, rows in enumerate(rows_seen):
-            server_rows = [n for n in rows if n.startswith(("memwatch.httpapi", "socket.", "socketserver.",
-                                                            "threading.", "http.client."))]
-            assert not server_rows, (n, {k: (v["+"], v["-"]) for k, v in rows.items()})
-        # and what the program did between start and end is all there
-        assert rows_seen[2]["__main__.Leaky"]["+"] == 700
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=30)
+def test_a_diff_over_http_leaves_out_the_servers_own_objects():
+    # serve()'s own server (see _MOUNTED_CHILD below).
+    _assert_no_request_rows(_diff_rounds_over_a_mount("serve", "", keep_alive=False))
 
 
-# A HeapDiff over a mounted API (issue 12): the server in a child (the client's
+# A HeapDiff over the API, standalone or mounted (issue 12): the server in a child (the client's
 # objects are not in its heap), three start/end rounds, the program leaking
 # between the third start and end.  The rows of the request's own objects
 # (the server's handler, socket and thread, the environ, the ASGI protocol,
@@ -757,7 +714,9 @@ def inner(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"app"]
 
-if sys.argv[1] == "wsgiref":
+if sys.argv[1] == "serve":
+    port = memwatch.serve(0).port
+elif sys.argv[1] == "wsgiref":
     from wsgiref.simple_server import WSGIRequestHandler, make_server
     class Quiet(WSGIRequestHandler):
         def log_message(self, *args):
