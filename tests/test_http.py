@@ -6,6 +6,7 @@ import datetime as dt
 import http.client
 import json
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -685,49 +686,125 @@ def test_serve_logs_the_live_page_without_the_token(caplog):
     assert f"{srv.url}/ah/ui" in text and "t0ps3cret" not in text and "#token=<your token>" in text
 
 
-def test_a_diff_over_http_leaves_out_the_servers_own_objects(run_script):
-    # The server in a child, the client here: only the server's objects are in its heap.
-    import subprocess
-    import sys
-    import textwrap
-    code = textwrap.dedent("""
-        import sys, threading, time
-        import memwatch
-        class Leaky:
+def test_a_diff_over_http_leaves_out_the_servers_own_objects():
+    # serve()'s own server (see _MOUNTED_CHILD below).
+    _assert_no_request_rows(_diff_rounds_over_a_mount("serve", "", keep_alive=False))
+
+
+# A HeapDiff over the API, standalone or mounted (issue 12): the server in a child (the client's
+# objects are not in its heap), three start/end rounds, the program leaking
+# between the third start and end.  The rows of the request's own objects
+# (the server's handler, socket and thread, the environ, the ASGI protocol,
+# memwatch's own) must be absent, and the leak all there.
+_MOUNTED_CHILD = """
+import sys, threading
+import memwatch
+from memwatch.httpapi import make_asgi_app, make_wsgi_app
+class Leaky:
+    pass
+KEPT = []
+go, block = threading.Event(), threading.Event()
+def leak():
+    go.wait()
+    KEPT.extend(Leaky() for _ in range(700))
+    block.wait()   # the thread stays: its end would be a row of the program's
+threading.Thread(target=leak, daemon=True).start()
+
+def inner(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"app"]
+
+if sys.argv[1] == "serve":
+    port = memwatch.serve(0).port
+elif sys.argv[1] == "wsgiref":
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
             pass
-        KEPT = []
-        go, block = threading.Event(), threading.Event()
-        def leak():
-            go.wait()
-            KEPT.extend(Leaky() for _ in range(700))
-            block.wait()   # the thread stays: its end would be a row of the program's
-        threading.Thread(target=leak, daemon=True).start()
-        srv = memwatch.serve(0)
-        print(srv.port, flush=True)
-        sys.stdin.readline(); go.set(); time.sleep(0.5)
-        print("leaked", flush=True)
-        sys.stdin.read()
-    """)
+    # One request at a time: each is over (socket closed) before the next.
+    httpd = make_server("127.0.0.1", 0, make_wsgi_app(inner), handler_class=Quiet)
+    port = httpd.server_address[1]
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+else:
+    import time
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+    async def home(request):
+        return PlainTextResponse("app")
+    app = Starlette(routes=[Route("/", home), Mount("/debug", app=make_asgi_app())])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+print(port, flush=True)
+sys.stdin.readline()
+go.set()
+while len(KEPT) < 700:
+    threading.Event().wait(0.05)
+print("leaked", flush=True)
+sys.stdin.read()
+"""
+
+_REQUEST_KINDS = ("memwatch.", "wsgiref.", "socket.", "socketserver.", "threading.", "http.",
+                  "uvicorn.", "h11.", "starlette.", "concurrent.futures.", "_io.Buffered")
+
+
+def _diff_rounds_over_a_mount(kind: str, prefix: str, keep_alive: bool) -> list[dict]:
+    import subprocess
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", _MOUNTED_CHILD, kind], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=env)
     try:
-        base = f"http://127.0.0.1:{int(proc.stdout.readline())}"
-        rows_seen = []
+        port = int(proc.stdout.readline())
+        conn = None
+
+        def post(path: str) -> dict:
+            nonlocal conn
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            conn.request("POST", prefix + path)
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+            assert resp.status in (200, 201), body
+            if not keep_alive:
+                conn.close()
+                conn = None
+            return body
+
+        rounds = []
         for i in range(3):
-            _, prof, _, _ = request(base, "POST", "/ah/memoryProfile")
+            prof = post("/ah/memoryProfile")
             if i == 2:
                 proc.stdin.write("go\n")
                 proc.stdin.flush()
                 assert proc.stdout.readline().strip() == "leaked"
-            _, done, _, _ = request(base, "POST", f"/ah/memoryProfile/{prof['id']}/end")
-            rows_seen.append({d["what"]: d for d in done["lastDiff"]["change"]["details"]})
-        for n, rows in enumerate(rows_seen):
-            server_rows = [n for n in rows if n.startswith(("memwatch.httpapi", "socket.", "socketserver.",
-                                                            "threading.", "http.client."))]
-            assert not server_rows, (n, {k: (v["+"], v["-"]) for k, v in rows.items()})
-        # and what the program did between start and end is all there
-        assert rows_seen[2]["__main__.Leaky"]["+"] == 700
+            done = post(f"/ah/memoryProfile/{prof['id']}/end")
+            rounds.append({d["what"]: d for d in done["lastDiff"]["change"]["details"]})
+        if conn is not None:
+            conn.close()
+        return rounds
     finally:
         proc.stdin.close()
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
+
+
+def _assert_no_request_rows(rounds: list[dict]) -> None:
+    for n, rows in enumerate(rounds):
+        own = {k: (v["+"], v["-"]) for k, v in rows.items() if k.startswith(_REQUEST_KINDS)}
+        assert not own, (n, {k: (v["+"], v["-"]) for k, v in rows.items()})
+    assert rounds[2]["__main__.Leaky"]["+"] == 700
+
+
+def test_a_diff_over_a_wsgi_mount_leaves_out_the_requests_objects():
+    _assert_no_request_rows(_diff_rounds_over_a_mount("wsgiref", "", keep_alive=False))
+
+
+def test_a_diff_over_an_asgi_mount_leaves_out_the_requests_objects():
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    # One keep-alive connection: a closed connection's teardown runs on the
+    # event loop whenever it gets to it, which is the server's, not a request's.
+    _assert_no_request_rows(_diff_rounds_over_a_mount("uvicorn", "/debug", keep_alive=True))

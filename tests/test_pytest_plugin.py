@@ -947,8 +947,10 @@ def test_failure_message_shows_the_real_holder(pytester, run):
     # A class: the path to the class itself, not to an instance of one.
     result.stdout.fnmatch_lines(["  type: test_holders -> dict 'KEEP' -> list[[]*] -> type"])
     result.stdout.fnmatch_lines(["  test_holders.Cycle: gc.garbage[[]*] -> test_holders.Cycle"])
+    # A thread's objects: held by threading's registry of running threads
+    # (found before any reference from outside the graph), target named.
     result.stdout.fnmatch_lines([
-        "*threading.Thread (external)*(thread 'Thread-* (serve_forever)' running "
+        "*: threading -> dict '_active' -> *(thread 'Thread-* (serve_forever)' running "
         "test_holders.serve_forever (test_holders.py:*))"])
     assert "cell (external).cell_contents -> dict" not in out
     assert "memwatch" not in "".join(line for line in out.splitlines()

@@ -234,3 +234,114 @@ def test_paths_through_a_defaultdict_keep_its_key_names():
     h.cache["bob"].append(_ReviewTarget())
     path = str(memwatch.retainers(h.cache["bob"][0], limit=1)[0])
     assert "collections.defaultdict 'bob' -> list[0]" in path
+
+
+# --- The type form and the object form agree --------------------------------
+# The handler that asks "who holds my Sessions?" usually holds one itself (a
+# local) and holds the class (an argument).  Both are references from outside
+# the heap graph on 3.11+; the search used to visit them in the same
+# breadth-first level as the modules, so the type form ended at
+# "app.X (external)" (the local) or "type (external) -> ..." (the class
+# argument) where the object form, whose target is exempt, found the module.
+
+def test_type_form_finds_the_holders_the_object_form_finds(app_module):
+    Item = _class("Item")
+    Registry = _class("Registry", items=[Item()])
+
+    def make(captured):
+        def handler():
+            return captured
+        return handler
+    Owner = _class("Owner")
+    app_module.STORE = [Item(), Item()]              # module global -> list -> instances
+    app_module.Registry = Registry                   # class attribute
+    app_module.HANDLER = make(Item())                # closure cell
+    app_module.REGISTRY = {"current": Item()}        # dict value
+    app_module.OWNER = Owner()                       # attribute of a module's instance
+    app_module.OWNER.thing = Item()
+    # All held by this frame too, as a handler holds what it works on.
+    # (Locals, not a list: a list here would be a container the search sees.)
+    a, b, c = app_module.STORE[0], Registry.items[0], app_module.HANDLER.__closure__[0].cell_contents
+    d, e = app_module.REGISTRY["current"], app_module.OWNER.thing
+    expected = {
+        "app.handlers -> dict 'STORE' -> list[0] -> app.Item",
+        "app.handlers -> dict 'Registry' -> type -> dict 'items' -> list[0] -> app.Item",
+        "app.handlers -> dict 'HANDLER' -> function.__closure__ -> tuple[0] "
+        "-> cell.cell_contents -> app.Item",
+        "app.handlers -> dict 'REGISTRY' -> dict 'current' -> app.Item",
+        "app.handlers -> dict 'OWNER' -> app.Owner.thing -> app.Item",
+    }
+
+    def same_holder(path):
+        # The instance's __dict__ may be a step of its own: on 3.10 always; on
+        # 3.14 once naming the attribute has made the dict (vars() would too).
+        return str(path).replace("app.Owner -> dict 'thing'", "app.Owner.thing")
+    by_object = set()
+    for k, obj in enumerate((a, b, c, d, e)):
+        (path,) = memwatch.retainers(obj, limit=1, collect=k == 0)
+        by_object.add(same_holder(path))
+    obj = None
+    assert by_object == expected
+    # One path per instance, nearest first: the sixth (STORE[1]) is as near as STORE[0].
+    by_class = [same_holder(p) for p in memwatch.retainers(Item, limit=6, collect=False)]
+    by_name = [same_holder(p) for p in memwatch.retainers("app.Item", limit=6, collect=False)]
+    assert by_class == by_name
+    assert set(by_class) == expected | {"app.handlers -> dict 'STORE' -> list[1] -> app.Item"}
+    assert all(not p.endswith("(external)") for p in by_class)
+    assert all(x is not None for x in (a, b, c, d, e))
+
+
+def test_only_held_from_outside_still_has_its_external_path_last(app_module):
+    Item = _class("Item")
+    app_module.ONE = Item()
+    local_only = Item()       # this frame's: from outside the graph on 3.11+
+    paths = [str(p) for p in memwatch.retainers(Item, limit=5)]
+    assert paths[0] == "app.handlers -> dict 'ONE' -> app.Item"
+    if sys.version_info >= (3, 11):
+        assert paths == ["app.handlers -> dict 'ONE' -> app.Item", "app.Item (external)"]
+    assert local_only is not None
+
+
+def test_a_tuple_being_filled_in_another_thread_is_not_disturbed():
+    # tuple(generator) resizes the tuple it fills, which needs a reference
+    # count of 1.  The search pins every object, then runs Python code (here:
+    # a __sizeof__); a pin on another thread's half-filled tuple made that
+    # thread's tuple() raise SystemError ("bad argument to internal function").
+    import threading
+    paused, resume, done = threading.Event(), threading.Event(), threading.Event()
+    result = {}
+
+    class SizedInPython:
+        calls = 0
+
+        def __sizeof__(self):
+            # Runs while the search holds its pins: let the filling thread finish now.
+            if not SizedInPython.calls:
+                SizedInPython.calls += 1
+                resume.set()
+                done.wait(60)
+            return 64
+
+    def items():
+        yield from range(3)
+        paused.set()
+        resume.wait(60)      # the tuple has 10 slots, 3 filled: it grows after this
+        yield from range(30)
+
+    def fill():
+        try:
+            result["tuple"] = tuple(items())
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            result["error"] = e
+        done.set()
+
+    keep = SizedInPython()
+    worker = threading.Thread(target=fill)
+    worker.start()
+    assert paused.wait(60)
+    memwatch.retainers(_ReviewTarget, limit=1, collect=False)
+    worker.join(60)
+    assert SizedInPython.calls == 1 and resume.is_set()
+    assert "error" not in result, result["error"]
+    assert result["tuple"] == (0, 1, 2, *range(30))
+    assert keep

@@ -838,9 +838,22 @@ cdef void _mark_external(Graph* g, object keeper) noexcept:
     cdef size_t i
     cdef Py_ssize_t extra
     cdef long k
+    cdef PyObject* o
     for i in range(g.n):
-        extra = mw_refcnt(<PyObject*>g.nodes[i].addr) - 1 - <Py_ssize_t>g.nodes[i].aux
-        if extra > 0:
+        o = <PyObject*>g.nodes[i].addr
+        extra = mw_refcnt(o) - 1 - <Py_ssize_t>g.nodes[i].aux
+        if (extra == 1 and g.nodes[i].aux == 0 and not (g.nodes[i].flags & F_DEAD)
+                and <PyObject*>mw_type(o) == <PyObject*>tuple):
+            # A tuple only C code holds may be one tuple(iterable) is still
+            # filling in another thread, paused in the iterator: it resizes
+            # the tuple when it resumes, and that fails (SystemError) if its
+            # reference count is not 1.  Our pin would make it 2 while Python
+            # code runs (sizes, names; other threads with it), so unpin it
+            # now, while no other thread can run, and never touch it again
+            # (a transient, counted as F_DEAD ones are).  Its items stay.
+            g.nodes[i].flags |= F_DEAD | F_NOEXPAND
+            _decref(o)
+        elif extra > 0:
             g.nodes[i].flags |= F_EXTERNAL
         g.nodes[i].aux = 0
     if keeper is not None:
@@ -1495,6 +1508,7 @@ def shortest_paths(target, bint by_type, Py_ssize_t limit, tuple ignore=()):
     cdef _Session s
     cdef Graph* g
     cdef size_t i, total
+    cdef int phase
     cdef uint32_t u, p
     cdef long t
     if limit <= 0:
@@ -1541,28 +1555,41 @@ def shortest_paths(target, bint by_type, Py_ssize_t limit, tuple ignore=()):
                         mw_type(<PyObject*>g.nodes[node].addr), g.target_type):
                     g.found[g.nfound] = node + NSYN
                     g.nfound += 1
-        g.parent[SYN_EXTERNAL] = SYN_ROOT
-        g.queue[g.qtail] = SYN_EXTERNAL
-        g.qtail += 1
-        while g.qhead < g.qtail and g.nfound < g.limit:
-            u = g.queue[g.qhead]
-            g.qhead += 1
-            g.cur = u - NSYN if u >= NSYN else 0
-            if u == SYN_EXTERNAL:
-                for i in range(g.n):
-                    if (g.nodes[i].flags & F_EXTERNAL) and g.parent[i + NSYN] == 0xFFFFFFFF:
-                        g.parent[i + NSYN] = SYN_EXTERNAL
-                        g.queue[g.qtail] = <uint32_t>(i + NSYN)
-                        g.qtail += 1
-                        if g.target_type != NULL and g.nfound < g.limit and PyType_IsSubtype(
-                                mw_type(<PyObject*>g.nodes[i].addr), g.target_type):
-                            g.found[g.nfound] = <uint32_t>(i + NSYN)
-                            g.nfound += 1
-                continue
-            if g.nodes[u - NSYN].flags & F_NOEXPAND:
-                continue
-            if _edges(g, <PyObject*>g.nodes[u - NSYN].addr, _sink_bfs) or g.error:
-                raise MemoryError("memwatch: out of memory during the retainer search")
+        # Two phases: everything the modules and threads reach first, and
+        # only then the objects held from outside the graph.  "Held from
+        # outside" includes the caller's own locals (3.11+ frames below the
+        # top one are not objects) and the class object passed in: searched
+        # in one breadth-first level with the modules, an instance held by a
+        # local, or a class attribute of the class passed, would end at
+        # "(external)" by the type form while the object form (whose target
+        # is the keeper) finds the module path.  An object the modules
+        # cannot reach still gets its external path in phase two.
+        for phase in range(2):
+            if phase == 1:
+                if g.nfound >= g.limit:
+                    break
+                g.parent[SYN_EXTERNAL] = SYN_ROOT
+                g.queue[g.qtail] = SYN_EXTERNAL
+                g.qtail += 1
+            while g.qhead < g.qtail and g.nfound < g.limit:
+                u = g.queue[g.qhead]
+                g.qhead += 1
+                g.cur = u - NSYN if u >= NSYN else 0
+                if u == SYN_EXTERNAL:
+                    for i in range(g.n):
+                        if (g.nodes[i].flags & F_EXTERNAL) and g.parent[i + NSYN] == 0xFFFFFFFF:
+                            g.parent[i + NSYN] = SYN_EXTERNAL
+                            g.queue[g.qtail] = <uint32_t>(i + NSYN)
+                            g.qtail += 1
+                            if g.target_type != NULL and g.nfound < g.limit and PyType_IsSubtype(
+                                    mw_type(<PyObject*>g.nodes[i].addr), g.target_type):
+                                g.found[g.nfound] = <uint32_t>(i + NSYN)
+                                g.nfound += 1
+                    continue
+                if g.nodes[u - NSYN].flags & F_NOEXPAND:
+                    continue
+                if _edges(g, <PyObject*>g.nodes[u - NSYN].addr, _sink_bfs) or g.error:
+                    raise MemoryError("memwatch: out of memory during the retainer search")
         s.release()
         # Chains, as objects: root-most first.
         chains = []

@@ -394,7 +394,10 @@ def take_heap_profile() -> HeapProfile:
             elif not frames:
                 tb = (NO_PYTHON_FRAME,)
             else:
-                tb = tuple(Frame(f[0], f[1], f[2]) for f in frames)
+                # From a list, never a generator: tuple(generator) resizes the
+                # tuple it builds, which fails (SystemError) when another thread
+                # holds gc.get_objects() meanwhile (a heap walk, a census).
+                tb = tuple([Frame(f[0], f[1], f[2]) for f in frames])
             cache[frames] = tb
         stacks.append(StackSample(tb, lb, lo, ls, ab, ao, asmp))
     info["own_samples"] = own_samples

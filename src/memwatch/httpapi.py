@@ -555,15 +555,21 @@ class MemwatchState:
 # objects are the server's, not the program's, and a HeapDiff started and
 # ended over HTTP leaves them out.
 _request = threading.local()
-# Every request being served right now, by serve()'s handlers (thread id ->
-# roots): concurrent requests' objects are the server's too.
+# Every request being served right now (serve()'s workers and the WSGI/ASGI
+# mounts; a key per request -> its roots): concurrent requests' objects are
+# the server's too.  _active_shared holds, per mounted request, the objects
+# every request shares (the user's app, memwatch's router and state): the
+# walk of a request's objects stops at them.
 _active_requests: dict[int, tuple] = {}
+_active_shared: dict[int, tuple] = {}
 
 
 def _request_footprint(limit: int = 20000, extra: tuple = ()) -> dict[str, list[int]]:
-    """{type name: [objects, bytes]} of what the current request holds: the
-    handler and its socket, files and headers, the request's thread; never
-    the server, the state, modules, classes or functions (shared by all)."""
+    """{type name: [objects, bytes]} of what the requests being served hold:
+    the handler and its socket, files and headers, the request's thread (a
+    mount's: the WSGI environ and start_response, the ASGI scope, receive,
+    send and task); never the server, the state, the mounted apps, modules,
+    classes or functions (shared by all)."""
     import gc
     import sys
     import types as _types
@@ -573,7 +579,8 @@ def _request_footprint(limit: int = 20000, extra: tuple = ()) -> dict[str, list[
         return {}
     roots += list(getattr(_request, "objects", ()))     # serve()'s idle connections
     roots += [o for o in extra if o is not None]
-    stop = {id(o) for o in getattr(_request, "shared", ())}
+    stop = {id(o) for o in getattr(_request, "shared", None) or ()}
+    stop.update(id(o) for group in list(_active_shared.values()) for o in group)
     shared_kinds = (type, _types.ModuleType, _types.FunctionType, _types.CodeType,
                     _types.BuiltinFunctionType, MemwatchState, Router)
     out: dict[str, list[int]] = {}
@@ -937,6 +944,29 @@ def _is_api_path(path: str) -> bool:
 # ---------------------------------------------------------------------------
 # WSGI
 
+def _unregister(key: int) -> None:
+    _active_requests.pop(key, None)
+    _active_shared.pop(key, None)
+
+
+class _WSGIAnswer(list):
+    """The body of an API answer; its close() ends the request's registration."""
+
+    __slots__ = ("key",)
+
+    def close(self) -> None:
+        # Once: the key (the environ's id) may serve a later request.  While
+        # registered, the entry holds the environ, so the id is still ours.
+        key, self.key = self.key, None
+        if key is not None:
+            _unregister(key)
+
+    def __del__(self) -> None:
+        # A server that never calls close(): the registration (which holds
+        # the environ) must not outlive the answer.
+        self.close()
+
+
 def make_wsgi_app(app: Callable | None = None, *, token: str | None = None,
                   state: MemwatchState | None = None) -> Callable:
     """A WSGI app serving the routes above under ``/ah``.
@@ -955,15 +985,29 @@ def make_wsgi_app(app: Callable | None = None, *, token: str | None = None,
         except ValueError:
             length = 0
         request_body = environ["wsgi.input"].read(length) if 0 < length <= _MAX_BODY else b""
-        status, headers, body = router.respond(environ.get("REQUEST_METHOD", "GET"), path,
-                                               environ.get("QUERY_STRING", ""),
-                                               environ.get("HTTP_AUTHORIZATION"), request_body)
-        headers = [headers[0], ("Content-Length", str(len(body))),
-                   ("Cache-Control", "no-store"), *_SECURITY_HEADERS, *headers[1:]]
-        start_response(f"{status} {_REASONS.get(status, '')}", headers)
-        if environ.get("REQUEST_METHOD") == "HEAD":
-            return [b""]
-        return [body]
+        # This request's objects (the environ, the server's handler behind
+        # start_response, a per-request thread) are the server's: a HeapDiff
+        # over HTTP leaves them out, as serve() does for its own.
+        key = id(environ)
+        _active_shared[key] = (app, memwatch_wsgi, router, router.state,
+                               environ.get("wsgi.errors"), sys.stderr, sys.stdout)
+        _active_requests[key] = (threading.current_thread(), environ, start_response)
+        try:
+            status, headers, body = router.respond(environ.get("REQUEST_METHOD", "GET"), path,
+                                                   environ.get("QUERY_STRING", ""),
+                                                   environ.get("HTTP_AUTHORIZATION"), request_body)
+            headers = [headers[0], ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-store"), *_SECURITY_HEADERS, *headers[1:]]
+            start_response(f"{status} {_REASONS.get(status, '')}", headers)
+            # Registered until the server has sent the answer and closes it
+            # (PEP 3333), so the next request's HeapDiff does not meet this
+            # one's objects still in use as the program's.
+            answer = _WSGIAnswer([b"" if environ.get("REQUEST_METHOD") == "HEAD" else body])
+            answer.key = key
+        except BaseException:
+            _unregister(key)
+            raise
+        return answer
 
     memwatch_wsgi.router = router  # type: ignore[attr-defined]
     return memwatch_wsgi
@@ -971,6 +1015,39 @@ def make_wsgi_app(app: Callable | None = None, *, token: str | None = None,
 
 # ---------------------------------------------------------------------------
 # ASGI (HTTP only; lifespan is passed on or accepted)
+
+async def _in_own_thread(key: int, fn: Callable, *args: Any) -> Any:
+    """``fn(*args)`` in a thread of its own, registered as the request's and
+    joined before the answer: an executor's work item and future would be
+    the program's objects to a HeapDiff (started in one request, ended in
+    another), and a finishing thread would still hold them."""
+    import asyncio
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def run() -> None:
+        try:
+            result: tuple[bool, Any] = (True, fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the request's task
+            result = (False, exc)
+        loop.call_soon_threadsafe(_settle, done, result)
+
+    worker = threading.Thread(target=run, name="memwatch-asgi-heavy", daemon=True)
+    _active_requests[key] = (*_active_requests.get(key, ()), worker)
+    worker.start()
+    ok, value = await done
+    # It has handed over its result: only its exit is left.  (Cancelled, the
+    # request leaves it to finish alone: joining would block the event loop.)
+    worker.join()
+    if not ok:
+        raise value
+    return value
+
+
+def _settle(fut: Any, result: tuple[bool, Any]) -> None:
+    if not fut.cancelled():
+        fut.set_result(result)
+
 
 def make_asgi_app(app: Callable | None = None, *, token: str | None = None,
                   state: MemwatchState | None = None) -> Callable:
@@ -1019,12 +1096,23 @@ def make_asgi_app(app: Callable | None = None, *, token: str | None = None,
                 chunks.append(chunk)
             more = msg.get("more_body", False)
         request_body = b"".join(chunks) if size <= _MAX_BODY else b""
+        # As for WSGI: the scope, the server's receive/send (its protocol and
+        # transport) and this task are the server's; the event loop and the
+        # apps are shared by every request.
+        key = id(scope)
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:
+            task = None
+        _active_shared[key] = (app, memwatch_asgi, router, router.state, asyncio.get_running_loop(),
+                               scope.get("app"), scope.get("router"), scope.get("state"))
+        _active_requests[key] = (scope, receive, send, task, chunks)
+        del task
         try:
             name, heavy, params = router.prepare(method, path, headers.get("authorization"))
             if heavy:
-                loop = asyncio.get_running_loop()
-                status, obj = await loop.run_in_executor(None, router.call, name, params, query,
-                                                         request_body)
+                status, obj = await _in_own_thread(key, router.call, name, params, query,
+                                                   request_body)
             else:
                 status, obj = router.call(name, params, query, request_body)
             status, extra, body = router.encode(status, obj)
@@ -1034,6 +1122,9 @@ def make_asgi_app(app: Callable | None = None, *, token: str | None = None,
             status, extra, body = router.error_body(
                 HTTPError(500, _internal(exc),
                           "see the service's log; report it if it persists"))
+        finally:
+            _active_requests.pop(key, None)
+            _active_shared.pop(key, None)
         raw_headers = [(b"content-length", str(len(body)).encode()),
                        (b"cache-control", b"no-store")]
         raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))

@@ -872,18 +872,27 @@ def _holder_path(obj: Any, ignore: tuple[Any, ...]) -> str | None:
         return None
     chain = chains[0]
     del chains
-    text = str(_build_path(chain, roots))
+    path = _build_path(chain, roots)
+    text = str(path)
     start = 1 if chain and chain[0] is None else 0
-    head = chain[start] if len(chain) > start else None
-    if head is not None and head is gc.garbage:
-        prefix = "list (external)"
-        text = "gc.garbage" + (text[len(prefix):] if text.startswith(prefix) else " -> " + text)
+    # gc.garbage is reached from the gc module (or, when nothing else holds
+    # it, from outside the graph): the path from that list on is the story.
+    at = next((i for i, o in enumerate(chain[start:]) if o is gc.garbage), None)
+    if at is not None:
+        labels = [s.label for s in path.steps]
+        head = labels[at]
+        for prefix in ("list (external)", "list"):
+            if head.startswith(prefix):
+                head = head[len(prefix):]
+                break
+        text = " -> ".join(["gc.garbage" + head] + labels[at + 1:])
+    del path
     thread = next((o for o in chain[start:] if isinstance(o, threading.Thread)), None)
     if thread is not None:
         target = _thread_target(thread)
         if target:
             text += f" (thread {thread.name!r} running {target})"
-    del chain, head, thread
+    del chain, thread
     return text
 
 

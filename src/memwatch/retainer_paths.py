@@ -173,6 +173,31 @@ def _is_class(obj: Any) -> bool:
     return isinstance(obj, type) and not isinstance(obj, _GenericAlias)
 
 
+def _all_classes() -> list[type]:
+    """Every live class: ``object`` and its subclasses, transitively.
+
+    Not ``gc.get_objects()``: holding that list while Python code runs gives
+    every object one more reference, and a tuple another thread is still
+    filling with ``tuple(iterable)`` then fails to resize (SystemError in
+    that thread).  ``type.__subclasses__`` (never a class's own override)
+    reaches every class, each from each of its bases."""
+    subclasses = type.__subclasses__
+    seen = {id(object)}
+    found = [object]
+    k = 0
+    while k < len(found):
+        try:
+            below = subclasses(found[k])
+        except TypeError:        # a metaclass whose instances are not types
+            below = []
+        k += 1
+        for c in below:
+            if id(c) not in seen:
+                seen.add(id(c))
+                found.append(c)
+    return found
+
+
 def resolve_type(name: str) -> tuple[type, str]:
     """The live type that memwatch calls ``name`` and its full name.
 
@@ -180,18 +205,13 @@ def resolve_type(name: str) -> tuple[type, str]:
     with it.  :raises LookupError: no such type (with close names, if any).
     :raises ValueError: the short name fits several types (they are listed)."""
     import builtins
-    import gc
     import types as _types
     from memwatch.typestats import type_name
     name = name.strip()
     found: dict[str, list[type]] = {}
     candidates = [v for v in vars(builtins).values() if _is_class(v)]
     candidates += [v for v in vars(_types).values() if _is_class(v)]
-    objs = gc.get_objects()
-    try:
-        candidates += [o for o in objs if _is_class(o)]
-    finally:
-        del objs
+    candidates += _all_classes()
     for tp in candidates:
         bucket = found.setdefault(type_name(tp), [])
         if not any(tp is t for t in bucket):
@@ -244,7 +264,10 @@ def retainers(obj_or_type: Any, limit: int = 5, *, instances: bool | None = None
         paths = [_build_path(chain, roots) for chain in chains]
     finally:
         del chains
-    paths.sort(key=len)
+    # Held from outside the graph (a C reference, a caller's local) is the
+    # last resort: the search reaches those only after everything the modules
+    # and threads hold, and they sort after them, shorter or not.
+    paths.sort(key=lambda p: (p.root == "(external)", len(p)))
     return paths
 
 
