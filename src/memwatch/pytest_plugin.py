@@ -505,30 +505,38 @@ def _fill_free_lists() -> None:
     so the blocks are compared with those free lists in the same (full)
     state each time.  Allocating as many as a list holds and dropping them
     all leaves it full, whatever it held before.  (The tuple free lists hold
-    2000 per size: filling them would cost more than the pass.)"""
+    2000 per size: filling them would cost more than the pass.)  Ints have
+    one from 3.14: a leaked int taken from it adds no block either."""
     keep = [{"k": i} for i in range(100)]
     keep += [[] for _ in range(100)]
     keep += [i + 0.5 for i in range(120)]
+    keep += [i + _MEDIUM for i in range(120)]
     del keep
 
 
-class _Screen:
-    """The cheap first pass of ``--memwatch-leaks``: after the first call and
-    after each of the next two, a young-generation collection and two
-    counters that cost microseconds: the allocator's blocks in use
-    (``sys.getallocatedblocks()``: every object, tracked or not) and the
-    bytes malloc has handed out.  A leak of objects adds blocks on every
-    call; a test that grew neither is clean without a heap walk.  A full
-    automatic collection during the calls could free old garbage and hide a
-    growth: then the pass is inconclusive and the full verdict runs."""
+# i + _MEDIUM is a new one-digit int (3.14's free list holds only those),
+# not one of the small cached ones.
+_MEDIUM = 1 << 20
 
-    __slots__ = ("blocks", "bytes", "full_collections", "in_use")
+
+class _Screen:
+    """The cheap first pass of ``--memwatch-leaks``: after each call a
+    young-generation collection and two counters that cost microseconds:
+    the allocator's blocks in use (``sys.getallocatedblocks()``: every object
+    allocated through Python's allocators, tracked or not, big ones too) and
+    the bytes malloc has handed out (C buffers).  A leak of objects adds
+    blocks on every call; a test that grew neither is clean without a heap
+    walk.  A full automatic collection during a call can free old garbage
+    and hide a growth: the steps up to it are not judged."""
+
+    __slots__ = ("blocks", "bytes", "full_collections", "in_use", "since")
 
     def __init__(self) -> None:
         self.blocks = array("q")
         self.bytes = array("q")
         self.in_use = _malloc_in_use()
         self.full_collections = -1
+        self.since = 0                 # the first sample after the last full collection
 
     def sample(self) -> None:
         import gc
@@ -538,18 +546,39 @@ class _Screen:
         self.blocks.append(sys.getallocatedblocks())
         self.bytes.append(self.in_use() if self.in_use is not None else 0)
         full = gc.get_stats()[-1]["collections"]
-        if self.full_collections < 0:
+        if full != self.full_collections:
+            if self.full_collections >= 0:
+                self.since = len(self.blocks) - 1
             self.full_collections = full
-        elif full != self.full_collections:
-            self.full_collections = -2     # a full collection ran: inconclusive
 
-    def grew(self, tolerance: float) -> bool:
-        if self.full_collections == -2:
+    def judged(self, last: int = 2) -> bool:
+        """Whether the ``last`` latest steps came after any full collection."""
+        return len(self.blocks) - 1 - self.since >= last
+
+    def grew(self, tolerance: float, last: int = 2) -> bool:
+        """Whether the blocks, or the bytes by more than ``tolerance``, grew
+        on each of the ``last`` latest steps between samples; true as well
+        when a full collection leaves fewer steps to judge (inconclusive)."""
+        if not self.judged(last):
             return True
         b, s = self.blocks, self.bytes
-        steps = range(1, len(b))
+        steps = range(len(b) - last, len(b))
         return (all(b[i] > b[i - 1] for i in steps)
                 or all(s[i] - s[i - 1] > tolerance for i in steps))
+
+
+# The first pass: 3 calls.  When they grew and a call is cheap (at most
+# _SCREEN_CHEAP seconds), it goes on to _SCREEN_CALLS calls and the growth
+# must go on over the last _SCREEN_LAST steps: what grows over the first few
+# calls and then stops (glibc's per-thread cache of freed chunks filling,
+# which mallinfo2 counts as in use; first-call caches; 3.14's specialising
+# interpreter) is no reason for a census.  A leak grows in every step once
+# the allocator's caches of its size are used up (glibc keeps 7 chunks per
+# size by default).  A full collection inside the last steps adds calls
+# (_SCREEN_LAST more at most).
+_SCREEN_CALLS = 16
+_SCREEN_LAST = 4
+_SCREEN_CHEAP = 0.005
 
 
 def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
@@ -603,10 +632,21 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
         first = _Screen()
         invoke()
         first.sample()
+        t0 = perf()        # the first call's own first-time work is not its cost
         for _ in range(2):
             invoke()
             first.sample()
-        if not first.grew(tolerance):
+        # The samples' own cost (a young collection, the free lists) is
+        # counted with the calls: cheap enough either way.
+        cheap = (perf() - t0) / 2 <= _SCREEN_CHEAP
+        grew = first.grew(tolerance)
+        if grew and cheap:
+            while calls < _SCREEN_CALLS or (not first.judged(_SCREEN_LAST)
+                                            and calls < _SCREEN_CALLS + _SCREEN_LAST):
+                invoke()
+                first.sample()
+            grew = first.grew(tolerance, _SCREEN_LAST)
+        if not grew:
             return Measurements(label=label, warmup=warmup, runs=runs, tolerance=tolerance,
                                 ignore=ignore_names, deltas=[], growing=[],
                                 memory_grew=False, overhead=0.0, calls=calls,
@@ -791,9 +831,6 @@ def _live_objects() -> list[Any]:
 
 
 _TRACE_FRAMES = 16             # tracemalloc frames kept while finding examples
-# Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF (3.11+, 3.12+): objects
-# with a pre-header, whose allocation tracemalloc may not find.
-_PRE_HEADER = (1 << 4) | (1 << 3)
 _OWN_DIR = __file__.rsplit("/", 1)[0].rsplit("\\", 1)[0]
 
 
@@ -928,7 +965,13 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     if not was_tracing:
         tracemalloc.start(_TRACE_FRAMES)
     found: dict[str, list[Any]] = {n: [] for n in wanted}
+    # New objects tracemalloc has no traceback for: taken from a free list
+    # (dicts on every version, ints from 3.14, floats, tuples...) their memory
+    # was allocated before tracing began, so the leaked object itself is often
+    # one of these.  Tried after those with a traceback of their own.
+    reused: dict[str, list[Any]] = {n: [] for n in wanted}
     sites: dict[int, str] = {}
+    own = (found, reused, sites, names)
     try:
         call()
         _settle(quiet_collect)
@@ -936,39 +979,44 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
         types = wanted_types(objects)
         old = set(before)
         old.update(map(id, names.values()))
-        old.add(id(names))
+        old.update(map(id, own))
+        old.update(map(id, found.values()))
+        old.update(map(id, reused.values()))
         old.add(id(before))
+        old.add(id(objects))
         for obj in objects:
             if type(obj) not in types or id(obj) in old:
+                continue
+            traceback = tracemalloc.get_object_traceback(obj)
+            if traceback is None and not was_tracing:
+                bucket = reused[names[type(obj)]]
+                if len(bucket) < _EXAMPLE_CANDIDATES:
+                    bucket.append(obj)
                 continue
             bucket = found[names[type(obj)]]
             if len(bucket) >= _EXAMPLE_CANDIDATES:
                 continue
-            # None for an instance whose attributes live inline on 3.11
-            # (tracemalloc misses their pre-header): still a new object.
-            traceback = tracemalloc.get_object_traceback(obj)
-            if traceback is None and not was_tracing and not type(obj).__flags__ & _PRE_HEADER:
-                continue           # made before the call, tracked only now
             frames = _foreign_frames(traceback) if traceback is not None else []
             if traceback is not None and not frames:
                 continue           # memwatch's (or pytest's) own bookkeeping
             bucket.append(obj)
             if frames:
                 sites[id(obj)] = _format_site(frames)
-        obj = None
+        # (The last bucket is no holder: drop this frame's name for it.)
+        obj = bucket = None
         del objects, old, types
     finally:
         if not was_tracing:
             tracemalloc.stop()
     del before
     for name in wanted:
-        candidates = found.pop(name)
-        candidates.reverse()
+        # Those with a traceback first (popped from the end).
+        candidates = reused.pop(name)[::-1] + found.pop(name)[::-1]
         while candidates:
             # Passed straight from the list: this frame holds no name for it,
             # and the plugin's own containers are no path.
             site = sites.get(id(candidates[-1]))
-            path = _holder_path(candidates.pop(), (found, candidates, sites, names))
+            path = _holder_path(candidates.pop(), (*own, candidates))
             if path:
                 m.examples[name] = path + (f"\n      allocated at {site}" if site else "")
                 break
