@@ -664,6 +664,7 @@ def test_pytest_fixtures_do_not_pile_up_across_calls(pytester, run):
 def test_example_objects_are_the_new_leaked_ones(pytester, run):
     # The path of each example ends in KEEP: a new leaked object, never the
     # plugin's own bookkeeping (the type-name map, the candidate lists).
+    pytester.makeconftest(SHORT_CONFIRM)
     pytester.makepyfile(test_examples="""
         import pytest
         KEEP = []

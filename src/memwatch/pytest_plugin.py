@@ -671,10 +671,15 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
                ignore=ignore_names, overhead=sum(spent) / (runs + 1))
     last = _table(raws[-1])
     _uncount_own(last, runs, raws[0])
-    del raws
+    # Only what the follow-up compares is kept: a whole table (a list and
+    # ints per type) alive during the next census would count as growth.
+    counts = {n: last[n][0] for n in m.growing}
+    total = _total(last, ignore_names)
+    del raws, last
     m.calls = calls
     if m.leaked and confirm:
-        _confirm(m, invoke, lambda: calls, last, walk, quiet_collect)
+        _confirm(m, invoke, lambda: calls, counts, total, walk, quiet_collect)
+    del counts
     if m.leaked:
         if examples:
             try:
@@ -691,17 +696,27 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
 
 
 def _confirm(m: Measurements, invoke: Callable[[], None], calls: Callable[[], int],
-             last: dict[str, list[int]], walk: Callable[[], Any],
+             last: dict[str, int], total_size: int, walk: Callable[[], Any],
              collect: Callable[[], int]) -> None:
-    """Keep calling, a census at 16, 32, ... CONFIRM_CALLS calls: a growing
-    type (or the bytes) must grow in every stage by at least half what its
-    slowest measured rate predicts.  What stops growing was a cache filling;
-    the verdict keeps only what grew to the end."""
+    """Keep calling to CONFIRM_CALLS calls in stages ending at 16, 32, ...:
+    a growing type (or the bytes) must grow over every stage by at least
+    half what its slowest measured rate predicts.  What stops growing was a
+    cache filling; the verdict keeps only what grew to the end.
+
+    A census (a full collection and a heap walk) is taken at the last two
+    checkpoints, which decide; at the earlier ones the allocator's blocks
+    and malloc's bytes (microseconds) are read first, and a census follows
+    only when they grew less than the growing types predict (the growth may
+    have stopped: the follow-up can end early).  Stages with no census are
+    judged together with the next one."""
     rates = {n: min(d.count(n) for d in m.deltas) for n in m.growing}
     byte_rate = min(m.size_diffs) if m.memory_grew else 0
-    total_size = _total(last, m.ignore)
     start = time.perf_counter()
     checkpoint = 16
+    decisive = CONFIRM_CALLS // 2
+    cheap = _Screen()
+    cheap.sample()
+    census_at = calls()
     while (rates or byte_rate > 0) and calls() < CONFIRM_CALLS:
         while checkpoint <= calls():
             checkpoint *= 2
@@ -711,20 +726,36 @@ def _confirm(m: Measurements, invoke: Callable[[], None], calls: Callable[[], in
             invoke()
             if time.perf_counter() - start > CONFIRM_SECONDS:
                 break
-        stage = calls() - before
+        timed_out = time.perf_counter() - start > CONFIRM_SECONDS
+        if calls() < decisive and not timed_out:
+            cheap.sample()
+            stage = calls() - before
+            blocks = cheap.blocks[-1] - cheap.blocks[-2]
+            in_use = cheap.bytes[-1] - cheap.bytes[-2]
+            # Every object is at least one block; bytes growth alone shows
+            # only in malloc's bytes (big objects, C buffers).
+            objects_on = bool(rates) and blocks >= _CONFIRM_SHARE * sum(rates.values()) * stage
+            bytes_on = byte_rate > 0 and in_use >= _CONFIRM_SHARE * byte_rate * stage
+            if objects_on or (not rates and bytes_on):
+                continue
+        stage = calls() - census_at
         _settle(collect)
         raw = walk()
         table = _table(raw)
         del raw
         for name in list(rates):
-            grown = table.get(name, (0, 0))[0] - last.get(name, (0, 0))[0]
+            grown = table.get(name, (0, 0))[0] - last[name]
             if grown < _CONFIRM_SHARE * rates[name] * stage:
                 del rates[name]
         new_total = _total(table, m.ignore)
         if byte_rate > 0 and new_total - total_size < _CONFIRM_SHARE * byte_rate * stage:
             byte_rate = 0
-        last, total_size = table, new_total
-        if time.perf_counter() - start > CONFIRM_SECONDS:
+        for name in rates:
+            last[name] = table.get(name, (0, 0))[0]
+        total_size, census_at = new_total, calls()
+        del table
+        cheap.sample()
+        if timed_out:
             m.confirm_note = "time limit"
             break
     stopped = [n for n in m.growing if n not in rates]
