@@ -964,9 +964,10 @@ class Thing:
     pass
 
 def test_clean_is_cleared_by_the_first_pass():
-    # 3 calls; 16 where malloc's caches fill over the first calls (3.14)
+    # 3 calls; up to 16 (+ 4 when a full collection ran) where malloc's caches
+    # fill over the first calls (3.14), and 2 more after full collections.
     m = check_no_leak(lambda: [str(i) for i in range(100)], screen=True)
-    assert m.screened and not m.leaked and m.calls in (3, 16) and m.deltas == []
+    assert m.screened and not m.leaked and 3 <= m.calls <= 22 and m.deltas == []
 
 # (b"x" * 4000 would be one constant, folded by the compiler.)
 @pytest.mark.parametrize("make", [Thing, lambda: {"n": len(KEEP)},
