@@ -969,6 +969,18 @@ def test_clean_is_cleared_by_the_first_pass():
     m = check_no_leak(lambda: [str(i) for i in range(100)], screen=True)
     assert m.screened and not m.leaked and 3 <= m.calls <= 22 and m.deltas == []
 
+HOLD = {}
+
+def cycle():
+    a = []
+    a.append(a)
+    HOLD["last"] = a    # the last call's cycle dies now, kept old by the young collections
+
+def test_garbage_that_died_old_is_cleared_by_the_full_collections():
+    # The blocks grow after each young collection; not after a full one.
+    m = check_no_leak(cycle, screen=True)
+    assert m.screened and not m.leaked and m.calls > 3 and m.deltas == []
+
 # (b"x" * 4000 would be one constant, folded by the compiler.)
 @pytest.mark.parametrize("make", [Thing, lambda: {"n": len(KEEP)},
                                   lambda: b"x" * (4000 + len(KEEP) % 2),
@@ -983,4 +995,4 @@ def test_leaks_pass_the_first_pass(make):
 def test_cheap_first_pass(pytester, run):
     pytester.makepyfile(test_screen=SCREEN)
     result = run("-q", "-p", "no:asyncio")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
