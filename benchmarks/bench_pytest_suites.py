@@ -183,6 +183,10 @@ def bench(suite: Suite, cache: Path) -> dict:
     xml_plain, xml_plugin = work / "plain.xml", work / "plugin.xml"
     cpu_plain, wall_plain, out_plain = run_pytest(python, work, suite, [], xml_plain)
     cpu_plugin, wall_plugin, out_plugin = run_pytest(python, work, suite, PLUGIN, xml_plugin)
+    # Plain once more, after: the plain time is the mean of the runs either
+    # side of the plugin's (the machine's load drifts).
+    cpu_plain2, wall_plain2, _ = run_pytest(python, work, suite, [], work / "plain2.xml")
+    cpu_plain, wall_plain = (cpu_plain + cpu_plain2) / 2, (wall_plain + wall_plain2) / 2
     plain, plugin = outcomes(xml_plain), outcomes(xml_plugin)
     leaks = re.findall(r"^LEAK (\S+) - (.*)$", out_plugin, re.M)
     leaked = {xml_key(n) for n, _ in leaks}
@@ -228,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     cache = Path(args.cache)
     rows = []
+    load_before = os.getloadavg()
     for suite in SUITES:
         if only and suite.name not in only:
             continue
@@ -238,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    {r['suite']}: plain {r['plain']:.2f} s, plugin {r['plugin']:.2f} s, "
               f"{r['ratio']:.2f}x, flags {r['true']} true / {r['false']} false, "
               f"red only under the plugin {len(r['red_only'])}", file=sys.stderr, flush=True)
+    load_after = os.getloadavg()
     print(f"\nPython {sys.version.split()[0]}, CPU seconds of each pytest run "
-          f"(machine shared with other work)\n")
+          f"(machine shared with other work: load average {load_before[0]:.1f} at the "
+          f"start, {load_after[0]:.1f} at the end, on {os.cpu_count()} CPUs)\n")
     print("| suite | tests (measured) | plain s | `--memwatch-leaks` s | ratio "
           "| flagged true / false | planted missed | red only under the plugin | red plain |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -505,51 +505,86 @@ def _fill_free_lists() -> None:
     so the blocks are compared with those free lists in the same (full)
     state each time.  Allocating as many as a list holds and dropping them
     all leaves it full, whatever it held before.  (The tuple free lists hold
-    2000 per size: filling them would cost more than the pass.)"""
+    2000 per size: filling them would cost more than the pass.)  Ints have
+    one from 3.14: a leaked int taken from it adds no block either."""
     keep = [{"k": i} for i in range(100)]
     keep += [[] for _ in range(100)]
     keep += [i + 0.5 for i in range(120)]
+    keep += [i + _MEDIUM for i in range(120)]
     del keep
 
 
+# i + _MEDIUM is a new one-digit int (3.14's free list holds only those),
+# not one of the small cached ones.
+_MEDIUM = 1 << 20
+
+
 class _Screen:
-    """The cheap first pass of ``--memwatch-leaks``: after the first call and
-    after each of the next two, a young-generation collection and two
-    counters that cost microseconds: the allocator's blocks in use
-    (``sys.getallocatedblocks()``: every object, tracked or not) and the
-    bytes malloc has handed out.  A leak of objects adds blocks on every
-    call; a test that grew neither is clean without a heap walk.  A full
-    automatic collection during the calls could free old garbage and hide a
-    growth: then the pass is inconclusive and the full verdict runs."""
+    """The cheap first pass of ``--memwatch-leaks``: after each call a
+    young-generation collection and two counters that cost microseconds:
+    the allocator's blocks in use (``sys.getallocatedblocks()``: every object
+    allocated through Python's allocators, tracked or not, big ones too) and
+    the bytes malloc has handed out (C buffers).  A leak of objects adds
+    blocks on every call; a test that grew neither is clean without a heap
+    walk.  A full automatic collection during a call can free old garbage
+    and hide a growth: the steps up to it are not judged."""
 
-    __slots__ = ("blocks", "bytes", "full_collections", "in_use")
+    __slots__ = ("blocks", "bytes", "full_collections", "in_use", "since", "full")
 
-    def __init__(self) -> None:
+    def __init__(self, full: bool = False) -> None:
         self.blocks = array("q")
         self.bytes = array("q")
         self.in_use = _malloc_in_use()
         self.full_collections = -1
+        self.since = 0                 # the first sample after the last full collection
+        self.full = full               # full collections (not young ones) before reading
 
     def sample(self) -> None:
         import gc
         from memwatch._gcstate import quiet_collect
-        quiet_collect(1)
+        if self.full:
+            _settle(quiet_collect)
+        else:
+            quiet_collect(1)
         _fill_free_lists()
         self.blocks.append(sys.getallocatedblocks())
         self.bytes.append(self.in_use() if self.in_use is not None else 0)
         full = gc.get_stats()[-1]["collections"]
-        if self.full_collections < 0:
+        # (After a full collection of its own, an automatic one hid nothing.)
+        if full != self.full_collections and not self.full:
+            if self.full_collections >= 0:
+                self.since = len(self.blocks) - 1
             self.full_collections = full
-        elif full != self.full_collections:
-            self.full_collections = -2     # a full collection ran: inconclusive
 
-    def grew(self, tolerance: float) -> bool:
-        if self.full_collections == -2:
+    def judged(self, last: int = 2) -> bool:
+        """Whether the ``last`` latest steps came after any full collection."""
+        return len(self.blocks) - 1 - self.since >= last
+
+    def grew(self, tolerance: float, last: int = 2) -> bool:
+        """Whether the blocks, or the bytes by more than ``tolerance``, grew
+        on each of the ``last`` latest steps between samples; true as well
+        when a full collection leaves fewer steps to judge (inconclusive)."""
+        if not self.judged(last):
             return True
         b, s = self.blocks, self.bytes
-        steps = range(1, len(b))
+        steps = range(len(b) - last, len(b))
         return (all(b[i] > b[i - 1] for i in steps)
                 or all(s[i] - s[i - 1] > tolerance for i in steps))
+
+
+# The first pass: 3 calls.  When they grew and a call is cheap (at most
+# _SCREEN_CHEAP seconds), it goes on to _SCREEN_CALLS calls and the growth
+# must go on over the last _SCREEN_LAST steps: what grows over the first few
+# calls and then stops (glibc's per-thread cache of freed chunks filling,
+# which mallinfo2 counts as in use; first-call caches; 3.14's specialising
+# interpreter) is no reason for a census.  A leak grows in every step once
+# the allocator's caches of its size are used up (glibc keeps 7 chunks per
+# size by default).  A full collection inside the last steps adds calls
+# (_SCREEN_LAST more at most).
+_SCREEN_CALLS = 16
+_SCREEN_LAST = 4
+_SCREEN_CHEAP = 0.005          # CPU seconds a call
+_SCREEN_CHEAP_WALL = 0.05      # wall seconds a call
 
 
 def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
@@ -603,10 +638,36 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
         first = _Screen()
         invoke()
         first.sample()
+        # The first call's own first-time work is not its cost.
+        t0, c0 = perf(), time.process_time()
         for _ in range(2):
             invoke()
             first.sample()
-        if not first.grew(tolerance):
+        # The samples' own cost (a young collection, the free lists) is
+        # counted with the calls: cheap enough either way.  CPU time decides
+        # (a loaded machine does not make a call dear); wall time bounds it
+        # (a test that sleeps or waits is dear).
+        cheap = ((time.process_time() - c0) / 2 <= _SCREEN_CHEAP
+                 and (perf() - t0) / 2 <= _SCREEN_CHEAP_WALL)
+        grew = first.grew(tolerance)
+        if grew and cheap:
+            while calls < _SCREEN_CALLS or (not first.judged(_SCREEN_LAST)
+                                            and calls < _SCREEN_CALLS + _SCREEN_LAST):
+                invoke()
+                first.sample()
+            grew = first.grew(tolerance, _SCREEN_LAST)
+        if grew:
+            # Growth after young collections can be garbage the collections
+            # promoted before it became garbage (a cycle dropped on the next
+            # call): the same counters after full collections, over two more
+            # calls, before the census (which costs a heap walk per call).
+            second = _Screen(full=True)
+            second.sample()
+            for _ in range(2):
+                invoke()
+                second.sample()
+            grew = second.grew(tolerance)
+        if not grew:
             return Measurements(label=label, warmup=warmup, runs=runs, tolerance=tolerance,
                                 ignore=ignore_names, deltas=[], growing=[],
                                 memory_grew=False, overhead=0.0, calls=calls,
@@ -631,10 +692,15 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
                ignore=ignore_names, overhead=sum(spent) / (runs + 1))
     last = _table(raws[-1])
     _uncount_own(last, runs, raws[0])
-    del raws
+    # Only what the follow-up compares is kept: a whole table (a list and
+    # ints per type) alive during the next census would count as growth.
+    counts = {n: last[n][0] for n in m.growing}
+    total = _total(last, ignore_names)
+    del raws, last
     m.calls = calls
     if m.leaked and confirm:
-        _confirm(m, invoke, lambda: calls, last, walk, quiet_collect)
+        _confirm(m, invoke, lambda: calls, counts, total, walk, quiet_collect)
+    del counts
     if m.leaked:
         if examples:
             try:
@@ -651,17 +717,27 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
 
 
 def _confirm(m: Measurements, invoke: Callable[[], None], calls: Callable[[], int],
-             last: dict[str, list[int]], walk: Callable[[], Any],
+             last: dict[str, int], total_size: int, walk: Callable[[], Any],
              collect: Callable[[], int]) -> None:
-    """Keep calling, a census at 16, 32, ... CONFIRM_CALLS calls: a growing
-    type (or the bytes) must grow in every stage by at least half what its
-    slowest measured rate predicts.  What stops growing was a cache filling;
-    the verdict keeps only what grew to the end."""
+    """Keep calling to CONFIRM_CALLS calls in stages ending at 16, 32, ...:
+    a growing type (or the bytes) must grow over every stage by at least
+    half what its slowest measured rate predicts.  What stops growing was a
+    cache filling; the verdict keeps only what grew to the end.
+
+    A census (a full collection and a heap walk) is taken at the last two
+    checkpoints, which decide; at the earlier ones the allocator's blocks
+    and malloc's bytes (microseconds) are read first, and a census follows
+    only when they grew less than the growing types predict (the growth may
+    have stopped: the follow-up can end early).  Stages with no census are
+    judged together with the next one."""
     rates = {n: min(d.count(n) for d in m.deltas) for n in m.growing}
     byte_rate = min(m.size_diffs) if m.memory_grew else 0
-    total_size = _total(last, m.ignore)
     start = time.perf_counter()
     checkpoint = 16
+    decisive = CONFIRM_CALLS // 2
+    cheap = _Screen()
+    cheap.sample()
+    census_at = calls()
     while (rates or byte_rate > 0) and calls() < CONFIRM_CALLS:
         while checkpoint <= calls():
             checkpoint *= 2
@@ -671,20 +747,36 @@ def _confirm(m: Measurements, invoke: Callable[[], None], calls: Callable[[], in
             invoke()
             if time.perf_counter() - start > CONFIRM_SECONDS:
                 break
-        stage = calls() - before
+        timed_out = time.perf_counter() - start > CONFIRM_SECONDS
+        if calls() < decisive and not timed_out:
+            cheap.sample()
+            stage = calls() - before
+            blocks = cheap.blocks[-1] - cheap.blocks[-2]
+            in_use = cheap.bytes[-1] - cheap.bytes[-2]
+            # Every object is at least one block; bytes growth alone shows
+            # only in malloc's bytes (big objects, C buffers).
+            objects_on = bool(rates) and blocks >= _CONFIRM_SHARE * sum(rates.values()) * stage
+            bytes_on = byte_rate > 0 and in_use >= _CONFIRM_SHARE * byte_rate * stage
+            if objects_on or (not rates and bytes_on):
+                continue
+        stage = calls() - census_at
         _settle(collect)
         raw = walk()
         table = _table(raw)
         del raw
         for name in list(rates):
-            grown = table.get(name, (0, 0))[0] - last.get(name, (0, 0))[0]
+            grown = table.get(name, (0, 0))[0] - last[name]
             if grown < _CONFIRM_SHARE * rates[name] * stage:
                 del rates[name]
         new_total = _total(table, m.ignore)
         if byte_rate > 0 and new_total - total_size < _CONFIRM_SHARE * byte_rate * stage:
             byte_rate = 0
-        last, total_size = table, new_total
-        if time.perf_counter() - start > CONFIRM_SECONDS:
+        for name in rates:
+            last[name] = table.get(name, (0, 0))[0]
+        total_size, census_at = new_total, calls()
+        del table
+        cheap.sample()
+        if timed_out:
             m.confirm_note = "time limit"
             break
     stopped = [n for n in m.growing if n not in rates]
@@ -791,9 +883,6 @@ def _live_objects() -> list[Any]:
 
 
 _TRACE_FRAMES = 16             # tracemalloc frames kept while finding examples
-# Py_TPFLAGS_MANAGED_DICT | Py_TPFLAGS_MANAGED_WEAKREF (3.11+, 3.12+): objects
-# with a pre-header, whose allocation tracemalloc may not find.
-_PRE_HEADER = (1 << 4) | (1 << 3)
 _OWN_DIR = __file__.rsplit("/", 1)[0].rsplit("\\", 1)[0]
 
 
@@ -937,7 +1026,13 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     if not was_tracing:
         tracemalloc.start(_TRACE_FRAMES)
     found: dict[str, list[Any]] = {n: [] for n in wanted}
+    # New objects tracemalloc has no traceback for: taken from a free list
+    # (dicts on every version, ints from 3.14, floats, tuples...) their memory
+    # was allocated before tracing began, so the leaked object itself is often
+    # one of these.  Tried after those with a traceback of their own.
+    reused: dict[str, list[Any]] = {n: [] for n in wanted}
     sites: dict[int, str] = {}
+    own = (found, reused, sites, names)
     try:
         call()
         _settle(quiet_collect)
@@ -945,39 +1040,44 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
         types = wanted_types(objects)
         old = set(before)
         old.update(map(id, names.values()))
-        old.add(id(names))
+        old.update(map(id, own))
+        old.update(map(id, found.values()))
+        old.update(map(id, reused.values()))
         old.add(id(before))
+        old.add(id(objects))
         for obj in objects:
             if type(obj) not in types or id(obj) in old:
+                continue
+            traceback = tracemalloc.get_object_traceback(obj)
+            if traceback is None and not was_tracing:
+                bucket = reused[names[type(obj)]]
+                if len(bucket) < _EXAMPLE_CANDIDATES:
+                    bucket.append(obj)
                 continue
             bucket = found[names[type(obj)]]
             if len(bucket) >= _EXAMPLE_CANDIDATES:
                 continue
-            # None for an instance whose attributes live inline on 3.11
-            # (tracemalloc misses their pre-header): still a new object.
-            traceback = tracemalloc.get_object_traceback(obj)
-            if traceback is None and not was_tracing and not type(obj).__flags__ & _PRE_HEADER:
-                continue           # made before the call, tracked only now
             frames = _foreign_frames(traceback) if traceback is not None else []
             if traceback is not None and not frames:
                 continue           # memwatch's (or pytest's) own bookkeeping
             bucket.append(obj)
             if frames:
                 sites[id(obj)] = _format_site(frames)
-        obj = None
+        # (The last bucket is no holder: drop this frame's name for it.)
+        obj = bucket = None
         del objects, old, types
     finally:
         if not was_tracing:
             tracemalloc.stop()
     del before
     for name in wanted:
-        candidates = found.pop(name)
-        candidates.reverse()
+        # Those with a traceback first (popped from the end).
+        candidates = reused.pop(name)[::-1] + found.pop(name)[::-1]
         while candidates:
             # Passed straight from the list: this frame holds no name for it,
             # and the plugin's own containers are no path.
             site = sites.get(id(candidates[-1]))
-            path = _holder_path(candidates.pop(), (found, candidates, sites, names))
+            path = _holder_path(candidates.pop(), (*own, candidates))
             if path:
                 m.examples[name] = path + (f"\n      allocated at {site}" if site else "")
                 break
