@@ -463,3 +463,52 @@ def test_leak_info_has_no_top_sites_without_sampling():
     from memwatch.runner import format_leak
     assert "allocated at" not in format_leak({"reason": "r", "growth": 1, "top_types": []})
     assert memwatch.heapprofile.leak_top_sites(0.0) == []
+
+
+@pytest.fixture
+def tracker_clean():
+    """The tracker stopped, with its default options, before and after."""
+    from memwatch import tracker
+    memwatch.stop()
+    memwatch.configure(**tracker.DEFAULTS)
+    yield
+    memwatch.stop()
+    memwatch.configure(**tracker.DEFAULTS)
+    memwatch.stop_sampling()
+
+
+def test_configure_sample_allocations_follows_the_tracker(tracker_clean):
+    memwatch.configure(sample_allocations=True)
+    assert not memwatch.is_sampling()            # the tracker is not running yet
+    memwatch.start()
+    assert memwatch.is_sampling()
+    assert memwatch.sampling_info()["interval"] == heapprofile.DEFAULT_INTERVAL
+    memwatch.configure(sample_allocations=8192)  # a new interval restarts the session
+    assert memwatch.sampling_info()["interval"] == 8192
+    memwatch.stop()
+    assert not memwatch.is_sampling()            # stopped with the tracker
+    memwatch.start()
+    assert memwatch.is_sampling()
+    memwatch.configure(sample_allocations=False)
+    assert not memwatch.is_sampling()
+    assert memwatch.configure()["sample_allocations"] is False
+
+
+def test_configure_sample_allocations_leaves_the_programs_own_session(tracker_clean):
+    memwatch.start_sampling(interval=4096)
+    memwatch.configure(sample_allocations=True)
+    memwatch.start()
+    memwatch.stop()
+    memwatch.configure(sample_allocations=False)
+    # started by the program: neither the tracker's stop nor the option touch it
+    assert memwatch.is_sampling() and memwatch.sampling_info()["interval"] == 4096
+
+
+def test_configure_sample_allocations_bad_values(tracker_clean):
+    for bad, err, words in [(0, ValueError, "positive interval"),
+                            (-5, ValueError, "positive interval"),
+                            (1.5, TypeError, r"in bytes \(an int\), not float"),
+                            ("yes", TypeError, "not str")]:
+        with pytest.raises(err, match=words):
+            memwatch.configure(sample_allocations=bad)
+    assert memwatch.configure()["sample_allocations"] is False

@@ -310,6 +310,11 @@ def start_sampling(interval: int = DEFAULT_INTERVAL, nframe: int = DEFAULT_NFRAM
     ``max_samples`` caps the live sampled blocks tracked and ``max_stacks``
     the distinct stacks kept (both counted in ``sampling_info()`` when hit).
     ``seed`` makes the sampling points reproducible (tests)."""
+    _start(interval, nframe, max_samples, max_stacks, seed, by_tracker=False)
+
+
+def _start(interval: Any, nframe: Any, max_samples: Any, max_stacks: Any, seed: Any,
+           by_tracker: bool) -> None:
     from memwatch import _sampler
     global _session, _registered
     interval = _check_int("interval", interval, 1)
@@ -328,7 +333,7 @@ def start_sampling(interval: int = DEFAULT_INTERVAL, nframe: int = DEFAULT_NFRAM
             _registered = True
         _sampler.start(float(interval), nframe, max_samples, max_stacks, seed or 0)
         _session = {"interval": interval, "nframe": nframe,
-                    "started": datetime.now(timezone.utc)}
+                    "started": datetime.now(timezone.utc), "by_tracker": by_tracker}
 
 
 def stop_sampling() -> None:
@@ -404,6 +409,42 @@ def take_heap_profile() -> HeapProfile:
                            "the profile stopped changing; call stop_sampling() then "
                            "start_sampling() again")
     return HeapProfile(stacks, interval=session["interval"], nframe=session["nframe"], info=info)
+
+
+# ---- the tracker's option: configure(sample_allocations=...) ----
+def check_sample_allocations(value: Any) -> None:
+    """Validate the tracker option: False/None (off), True (the default
+    interval) or the mean interval in bytes."""
+    if value is None or isinstance(value, bool):
+        return
+    if not isinstance(value, int):
+        raise TypeError("sample_allocations must be True, False or the mean sampling "
+                        f"interval in bytes (an int), not {type(value).__name__}")
+    if value < 1:
+        raise ValueError("sample_allocations must be True, False or a positive interval "
+                         f"in bytes (e.g. {DEFAULT_INTERVAL}), not {value}")
+
+
+def tracker_sampling(value: Any) -> None:
+    """Make sampling follow the tracker's ``sample_allocations`` option
+    (``value`` is False while the tracker is stopped).  Only a session the
+    tracker started itself is stopped or restarted: one the program started
+    with start_sampling() is left alone (it feeds top_sites all the same)."""
+    session = _session
+    if not value:
+        if session is not None and session["by_tracker"]:
+            stop_sampling()
+        return
+    interval = DEFAULT_INTERVAL if value is True else int(value)
+    if session is not None:
+        if not session["by_tracker"] or session["interval"] == interval:
+            return
+        stop_sampling()          # the option changed the interval
+    try:
+        _start(interval, DEFAULT_NFRAME, DEFAULT_MAX_SAMPLES, DEFAULT_MAX_STACKS, None,
+               by_tracker=True)
+    except SamplingError:
+        pass                     # the program started its own session meanwhile
 
 
 # ---- the tracker's leak info: top_sites (called from tracker.py only while

@@ -283,13 +283,11 @@ def run(ns: argparse.Namespace) -> int:
     code: int = 0
     try:
         options = tracker_options(ns)
+        if ns.sample or ns.sample_bytes is not None:   # the tracker's option (issue 11)
+            options["sample_allocations"] = True if ns.sample_bytes is None else ns.sample_bytes
         if options:
             import memwatch
             memwatch.configure(**options)
-        if ns.sample or ns.sample_bytes is not None:
-            import memwatch
-            kw = {} if ns.sample_bytes is None else {"interval": ns.sample_bytes}
-            memwatch.start_sampling(**kw)
         log.start()
         if ns.serve is not None:
             from memwatch.httpapi import serve
