@@ -62,37 +62,45 @@ def test_estimates_within_bounds_at_default_interval(order):
     assert d["info"]["dropped_samples"] == 0
 
 
+# Margins: a site of S bytes gets about S / interval samples, so its estimate
+# has a relative standard error of about sqrt(interval / S); each bound below
+# is at least 5 of those (a failure < 1e-6 likely).  20 MB at 32 KiB: 4%.
+
 def test_threads():
     d = scenario("threads")
-    assert abs(d["est"][0] - d["exact"]) <= 0.15 * d["exact"], d
+    assert abs(d["est"][0] - d["exact"]) <= 0.25 * d["exact"], d
 
 
 def test_asyncio():
     d = scenario("asyncio")
-    assert abs(d["est"][0] - d["exact"]) <= 0.15 * d["exact"], d
+    assert abs(d["est"][0] - d["exact"]) <= 0.25 * d["exact"], d
     assert d["names"] == ["coro_alloc"]
+
+
+LIVE_20000 = 21_300_000    # [bytearray(1000) for _ in range(20000)], as tracemalloc counts it
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_fork_child_starts_clean():
     d = scenario("fork")
     child = d["child"]
-    # Nothing of the parent's survives the fork (its ~80 samples and 5 MB are
-    # gone); the child may already have sampled an allocation of its own.
+    # Nothing of the parent's survives the fork (its ~320 samples and 21 MB
+    # are gone); the child may already have sampled an allocation of its own.
     assert d["parent_samples_at_fork"] >= 20
     assert child["before_samples"] <= 3
     assert child["before_total"] <= 3 * 64 * 1024
     assert child["parent_site_in_child"] is None
     assert child["sampling"] is True
-    assert abs(child["child_site"][0] - 5_100_000) <= 0.3 * 5_100_000
-    assert abs(d["parent_site"][0] - 5_100_000) <= 0.3 * 5_100_000
+    # 20000 bytearrays of 56 + 1001 bytes and the list: 21.3 MB (64 KiB: 5.5%)
+    assert abs(child["child_site"][0] - LIVE_20000) <= 0.3 * LIVE_20000
+    assert abs(d["parent_site"][0] - LIVE_20000) <= 0.3 * LIVE_20000
 
 
 def test_stop_then_start_again_starts_empty():
     d = scenario("restart")
-    assert d["first"][0] > 2_500_000
+    assert d["first"][0] > 0.5 * LIVE_20000
     assert d["first_after_restart"] is None
-    assert abs(d["second"][0] - 5_100_000) <= 0.3 * 5_100_000
+    assert abs(d["second"][0] - LIVE_20000) <= 0.3 * LIVE_20000
 
 
 def test_stays_chained_under_a_later_hook_and_restores_exactly():
