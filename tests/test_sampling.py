@@ -172,6 +172,19 @@ def test_nframe_limits_the_traceback(sampling):
     del keep
 
 
+def test_each_stack_is_interned_once(sampling):
+    # 5 distinct call paths, ~3000 samples: every sample of a path finds the
+    # stack interned by the first one (the frames' padding bytes once made
+    # equal stacks differ, one copy per few samples)
+    from memwatch import _sampler
+    memwatch.start_sampling(interval=4096, seed=3)
+    keep = [_deep(i % 5, 2000, 1000) for i in range(5)]
+    keys = _sampler.stack_keys()
+    assert memwatch.sampling_info()["samples"] > 1000
+    assert len(keys) == len(set(keys)), (len(keys), len(set(keys)))
+    del keep
+
+
 def test_realloc_and_free_retire_samples(sampling):
     memwatch.start_sampling(interval=4096, seed=11)
     grown = []

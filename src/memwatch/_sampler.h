@@ -374,6 +374,20 @@ mw_overflow_stack(void)
     return mw_overflow_index;
 }
 
+/* Field by field, not memcmp: mw_frame has padding after addr, and the
+ * capture buffer's padding is whatever was on the C stack, so memcmp would
+ * tell equal stacks apart and intern one copy per sample. */
+static inline int
+mw_frames_equal(const mw_frame *a, const mw_frame *b, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (a[i].code != b[i].code || a[i].addr != b[i].addr) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static uint32_t
 mw_intern_stack(const mw_frame *frames, uint32_t n, uint64_t hash)
 {
@@ -384,8 +398,7 @@ mw_intern_stack(const mw_frame *frames, uint32_t n, uint64_t hash)
     uint32_t v;
     while ((v = mw_stack_slots[j]) != 0) {
         mw_stack *s = mw_stacks[v - 1];
-        if (s->hash == hash && s->nframe == n &&
-            memcmp(s->frames, frames, n * sizeof(mw_frame)) == 0) {
+        if (s->hash == hash && s->nframe == n && mw_frames_equal(s->frames, frames, n)) {
             return v - 1;
         }
         j = (j + 1) & mw_stack_mask;
@@ -604,6 +617,14 @@ mw_free_slow(mw_domain_hook *d, void *ptr)
     d->orig.free(d->orig.ctx, ptr);
 }
 
+/* nelem * elsize overflows (or, without the builtin, might: the slow path,
+ * which lets the allocator check, costs a call more and nothing else). */
+#if defined(__GNUC__) && !defined(__INTEL_COMPILER)
+#  define MW_MUL_OVERFLOWS(a, b, out) __builtin_mul_overflow((a), (b), (out))
+#else
+#  define MW_MUL_OVERFLOWS(a, b, out) (*(out) = 0, 1)
+#endif
+
 /* One set of hooks per domain, D the index in mw_hooks. */
 #define MW_DEFINE_HOOKS(NAME, D)                                              \
 static void *                                                                 \
@@ -620,7 +641,16 @@ static void *                                                                 \
 mw_##NAME##_calloc(void *ctx, size_t nelem, size_t elsize)                    \
 {                                                                             \
     (void)ctx;                                                                \
-    return mw_calloc_slow(&mw_hooks[D], nelem, elsize);   /* rare */          \
+    size_t size;                                                              \
+    if (MW_UNLIKELY(MW_MUL_OVERFLOWS(nelem, elsize, &size))) {                \
+        return mw_calloc_slow(&mw_hooks[D], nelem, elsize);  /* it fails */   \
+    }                                                                         \
+    Py_ssize_t left = mw_countdown - (Py_ssize_t)size;                        \
+    if (MW_UNLIKELY(left <= 0)) {                                             \
+        return mw_calloc_slow(&mw_hooks[D], nelem, elsize);                   \
+    }                                                                         \
+    mw_countdown = left;                                                      \
+    return mw_hooks[D].orig.calloc(mw_hooks[D].orig.ctx, nelem, elsize);      \
 }                                                                             \
 static void *                                                                 \
 mw_##NAME##_realloc(void *ctx, void *ptr, size_t size)                        \
