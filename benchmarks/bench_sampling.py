@@ -97,7 +97,11 @@ def child(mode: str, bench: str, loops: int, out: str) -> None:
                            "DD_PROFILING_UPLOAD_INTERVAL": "3600",
                            "DD_TRACE_ENABLED": "false", "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false"})
     handle = setup_mode(mode)
-    if bench == "service":
+    if loops == 0:
+        # callgrind's baseline: startup, imports and the profiler's setup, no benchmark
+        # (subtracted from the measured run, so only the workload's instructions count)
+        cpu = 0.0
+    elif bench == "service":
         service_workload(max(1, loops // 10))   # warm-up
         t = time.process_time()
         service_workload(loops)
@@ -132,6 +136,15 @@ def child(mode: str, bench: str, loops: int, out: str) -> None:
 
 
 # ---- parent side ----
+
+def run_counted(mode: str, bench: str, loops: int, prefix: list[str]) -> dict:
+    """Instructions of the benchmark alone: a run minus a run of the same
+    mode that stops before the benchmark (startup, imports, setup)."""
+    res = run_child(mode, bench, loops, prefix)
+    base = run_child(mode, bench, 0, prefix)
+    res["instructions"] -= base["instructions"]
+    return res
+
 
 def run_child(mode: str, bench: str, loops: int, prefix: list[str] | None = None) -> dict:
     env = dict(os.environ)
@@ -215,7 +228,8 @@ def main() -> int:
             order = modes if r % 2 == 0 else list(reversed(modes))
             for mode in order:
                 try:
-                    res = run_child(mode, bench, loops, prefix)
+                    res = (run_counted(mode, bench, loops, prefix) if prefix
+                           else run_child(mode, bench, loops))
                 except RuntimeError as exc:
                     if mode == "plain":
                         raise
