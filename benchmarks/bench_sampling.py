@@ -1,8 +1,9 @@
 """What sampling allocations costs: pyperformance benchmarks and memwatch's
 service workload, plain and under each profiler, side by side in one run.
 
-Modes: plain; memwatch.start_sampling() at the default interval;
-tracemalloc.start(1) and tracemalloc.start(16); ddtrace's heap profiler
+Modes: plain; memwatch.start_sampling() at the default interval
+("memwatch:N": interval N); tracemalloc.start(1) and tracemalloc.start(32)
+(memwatch's default nframe; "tracemallocN" for others); ddtrace's heap profiler
 (DD_PROFILING_MEMORY_ENABLED, every other collector off) when ddtrace is
 installed.  Each (benchmark, mode) runs in a fresh interpreter that measures
 its own CPU time (time.process_time) around the benchmark only, so startup
@@ -35,8 +36,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
 
 BENCHMARKS = ["chaos", "deltablue", "deepcopy", "float", "go", "json_dumps", "nbody",
-              "nqueens", "pickle_pure_python", "raytrace", "richards", "logging"]
-MODES = ["plain", "memwatch", "tracemalloc1", "tracemalloc16", "ddtrace"]
+              "nqueens", "pickle_pure_python", "raytrace", "richards", "logging",
+              "unpack_sequence"]
+# tracemalloc with 1 frame (its cheapest) and with 32, the frames memwatch keeps
+MODES = ["plain", "memwatch", "tracemalloc1", "tracemalloc32", "ddtrace"]
 
 
 def bench_dir() -> str | None:

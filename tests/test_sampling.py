@@ -64,7 +64,7 @@ def test_estimates_within_bounds_at_default_interval(order):
 
 # Margins: a site of S bytes gets about S / interval samples, so its estimate
 # has a relative standard error of about sqrt(interval / S); each bound below
-# is at least 5 of those (a failure < 1e-6 likely).  20 MB at 32 KiB: 4%.
+# is at least 5 of those (a failure < 1e-6 likely).  20 MB at 16 KiB: 2.9%.
 
 def test_threads():
     d = scenario("threads")

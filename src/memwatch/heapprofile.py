@@ -25,11 +25,13 @@ __all__ = [
 ]
 
 # Mean bytes between two samples.  Chosen from benchmarks/bench_sampling.py
-# (docs/sampling.md): the cost is the per-call wrapper on every allocation
-# and free, whatever the interval; a sample (stack walk + intern) is a few
-# hundred instructions, 0.1% of the run at 32 KiB.  32 KiB puts a 5 MB site
-# at ~150 samples (8% standard error) and a 20 MB one at ~600 (4%).
-DEFAULT_INTERVAL = 32 * 1024
+# (docs/sampling.md): a sample (stack walk + intern) is about 650
+# instructions, so the interval sets the cost once the wrapper is cheap.
+# 16 KiB puts a 5 MB site at ~300 samples (5.7% standard error) and a 20 MB
+# one at ~1200 (2.9%): the documented bounds (15% at 20 MB, 30% at 5 MB)
+# are then 5 standard errors away, for under 1.5% more instructions on
+# memwatch's allocation-heaviest workload.
+DEFAULT_INTERVAL = 16 * 1024
 DEFAULT_NFRAME = 32
 # Bounds on the bookkeeping (docs/sampling.md has the arithmetic): live
 # samples tracked, and distinct stacks kept.  Hitting one is counted.

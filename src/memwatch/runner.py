@@ -197,7 +197,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sample allocations (memwatch.start_sampling()) so leak events say "
                              "where the growth was allocated (top_sites)")
     parser.add_argument("--sample-bytes", type=int, default=None, metavar="BYTES",
-                        help="mean bytes between allocation samples with --sample (default 32768)")
+                        help="mean bytes between allocation samples with --sample (default 16384)")
     parser.add_argument("-m", dest="module", metavar="MODULE",
                         help="run a module as 'python -m MODULE' does, instead of a script")
     parser.add_argument("target", nargs=argparse.REMAINDER,
