@@ -9,7 +9,8 @@ installed.  Each (benchmark, mode) runs in a fresh interpreter that measures
 its own CPU time (time.process_time) around the benchmark only, so startup
 and profiler setup are left out.  Rounds alternate the order of the modes
 (ABBA...) to spread machine drift; the table shows each mode's median CPU
-time as a ratio to plain, and the geometric mean over the benchmarks.
+time as a ratio to plain, and the geometric mean over the benchmarks.  A
+mode more than 3x slower than plain in the first round is not repeated.
 
 Usage:
     pip install pyperformance          # ships the benchmarks' sources
@@ -40,6 +41,7 @@ BENCHMARKS = ["chaos", "deltablue", "deepcopy", "float", "go", "json_dumps", "nb
               "unpack_sequence"]
 # tracemalloc with 1 frame (its cheapest) and with 32, the frames memwatch keeps
 MODES = ["plain", "memwatch", "tracemalloc1", "tracemalloc32", "ddtrace"]
+SLOW = 3.0
 
 
 def bench_dir() -> str | None:
@@ -229,6 +231,11 @@ def main() -> int:
         per_mode: dict = {m: [] for m in modes}
         for r in range(rounds):
             order = modes if r % 2 == 0 else list(reversed(modes))
+            if r > 0 and not prefix:
+                # a mode over SLOW x plain in the first round runs once: its ratio is
+                # far from the range where a few % matter (tracemalloc: 10-200x)
+                order = [m for m in order
+                         if not per_mode[m][0] > SLOW * per_mode["plain"][0]]
             for mode in order:
                 try:
                     res = (run_counted(mode, bench, loops, prefix) if prefix
