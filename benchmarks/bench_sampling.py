@@ -154,6 +154,9 @@ def run_counted(mode: str, bench: str, loops: int, prefix: list[str]) -> dict:
 def run_child(mode: str, bench: str, loops: int, prefix: list[str] | None = None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
+    # one str hash seed for every run: randomised hashing moves instruction counts by
+    # about 1% from run to run (probe lengths), as much as what is being measured
+    env.setdefault("PYTHONHASHSEED", "0")
     with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as f:
         out = f.name
     try:
