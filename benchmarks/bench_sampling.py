@@ -102,11 +102,7 @@ def child(mode: str, bench: str, loops: int, out: str) -> None:
                            "DD_PROFILING_UPLOAD_INTERVAL": "3600",
                            "DD_TRACE_ENABLED": "false", "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false"})
     handle = setup_mode(mode)
-    if loops == 0:
-        # callgrind's baseline: startup, imports and the profiler's setup, no benchmark
-        # (subtracted from the measured run, so only the workload's instructions count)
-        cpu = 0.0
-    elif bench == "service":
+    if bench == "service":
         service_workload(max(1, loops // 10))   # warm-up
         t = time.process_time()
         service_workload(loops)
@@ -143,10 +139,12 @@ def child(mode: str, bench: str, loops: int, out: str) -> None:
 # ---- parent side ----
 
 def run_counted(mode: str, bench: str, loops: int, prefix: list[str]) -> dict:
-    """Instructions of the benchmark alone: a run minus a run of the same
-    mode that stops before the benchmark (startup, imports, setup)."""
-    res = run_child(mode, bench, loops, prefix)
-    base = run_child(mode, bench, 0, prefix)
+    """Instructions of ``loops`` loops alone: a run of 2 * loops minus a run
+    of loops of the same mode.  Startup, imports and setup cancel out, and so
+    do the modules the benchmark imports (a run that stopped before the
+    benchmark would charge plain for the ones memwatch had already imported)."""
+    res = run_child(mode, bench, 2 * loops, prefix)
+    base = run_child(mode, bench, loops, prefix)
     res["instructions"] -= base["instructions"]
     return res
 
