@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # AddressSanitizer + UndefinedBehaviorSanitizer build of memwatch's C core, and
 # the C-core tests (census, retainers, and the hostile cases, which cover
-# HeapDiff and snapshots, in subprocesses that inherit the sanitizers) run against it.
+# HeapDiff and snapshots, in subprocesses that inherit the sanitizers; the
+# sampler's allocator hooks) run against it.
 # Clean means no report at all: any ASan/UBSan report fails this script.
 #
 # Usage: bash scripts/sanitizers.sh [pytest args...]   (PYTHON=python3.X to pick one)
@@ -34,7 +35,7 @@ SAN='-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=
     cat "$WORK/build.log"; echo "sanitizers: build failed"; exit 1; }
 
 # Prove the build really is instrumented (CFLAGS ignored would pass vacuously).
-for so in "$WORK"/src/memwatch/_core*.so "$WORK"/src/memwatch/_graph*.so; do
+for so in "$WORK"/src/memwatch/_core*.so "$WORK"/src/memwatch/_graph*.so "$WORK"/src/memwatch/_sampler*.so; do
     # (nm's whole output first: with pipefail, grep -q closing the pipe early fails nm)
     syms=$(nm -D "$so")
     grep -q __asan_report <<<"$syms" || { echo "sanitizers: $so is not instrumented"; exit 1; }
@@ -53,7 +54,7 @@ export PYTHONPATH="$WORK/src"
 export MEMWATCH_SANITIZERS=1
 status=0
 (cd "$WORK" && "$VENV/bin/python" -m pytest -q -p no:cacheprovider -x \
-    tests/test_census.py tests/test_retainers.py tests/test_hostile.py "$@") || status=$?
+    tests/test_census.py tests/test_retainers.py tests/test_hostile.py tests/test_sampling.py "$@") || status=$?
 unset LD_PRELOAD
 if compgen -G "$WORK/reports/*" >/dev/null; then
     echo "sanitizers: reports found:"

@@ -62,37 +62,45 @@ def test_estimates_within_bounds_at_default_interval(order):
     assert d["info"]["dropped_samples"] == 0
 
 
+# Margins: a site of S bytes gets about S / interval samples, so its estimate
+# has a relative standard error of about sqrt(interval / S); each bound below
+# is at least 5 of those (a failure < 1e-6 likely).  20 MB at 16 KiB: 2.9%.
+
 def test_threads():
     d = scenario("threads")
-    assert abs(d["est"][0] - d["exact"]) <= 0.15 * d["exact"], d
+    assert abs(d["est"][0] - d["exact"]) <= 0.25 * d["exact"], d
 
 
 def test_asyncio():
     d = scenario("asyncio")
-    assert abs(d["est"][0] - d["exact"]) <= 0.15 * d["exact"], d
+    assert abs(d["est"][0] - d["exact"]) <= 0.25 * d["exact"], d
     assert d["names"] == ["coro_alloc"]
+
+
+LIVE_20000 = 21_300_000    # [bytearray(1000) for _ in range(20000)], as tracemalloc counts it
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_fork_child_starts_clean():
     d = scenario("fork")
     child = d["child"]
-    # Nothing of the parent's survives the fork (its ~80 samples and 5 MB are
-    # gone); the child may already have sampled an allocation of its own.
+    # Nothing of the parent's survives the fork (its ~320 samples and 21 MB
+    # are gone); the child may already have sampled an allocation of its own.
     assert d["parent_samples_at_fork"] >= 20
     assert child["before_samples"] <= 3
     assert child["before_total"] <= 3 * 64 * 1024
     assert child["parent_site_in_child"] is None
     assert child["sampling"] is True
-    assert abs(child["child_site"][0] - 5_100_000) <= 0.3 * 5_100_000
-    assert abs(d["parent_site"][0] - 5_100_000) <= 0.3 * 5_100_000
+    # 20000 bytearrays of 56 + 1001 bytes and the list: 21.3 MB (64 KiB: 5.5%)
+    assert abs(child["child_site"][0] - LIVE_20000) <= 0.3 * LIVE_20000
+    assert abs(d["parent_site"][0] - LIVE_20000) <= 0.3 * LIVE_20000
 
 
 def test_stop_then_start_again_starts_empty():
     d = scenario("restart")
-    assert d["first"][0] > 2_500_000
+    assert d["first"][0] > 0.5 * LIVE_20000
     assert d["first_after_restart"] is None
-    assert abs(d["second"][0] - 5_100_000) <= 0.3 * 5_100_000
+    assert abs(d["second"][0] - LIVE_20000) <= 0.3 * LIVE_20000
 
 
 def test_stays_chained_under_a_later_hook_and_restores_exactly():
@@ -161,6 +169,19 @@ def test_nframe_limits_the_traceback(sampling):
     tbs = [s.traceback for s in prof.stacks if s.traceback[0].name == "<listcomp>"
            or "_alloc_here" in s.traceback[0].name]
     assert tbs and all(len(tb) <= 3 for tb in tbs)
+    del keep
+
+
+def test_each_stack_is_interned_once(sampling):
+    # 5 distinct call paths, ~3000 samples: every sample of a path finds the
+    # stack interned by the first one (the frames' padding bytes once made
+    # equal stacks differ, one copy per few samples)
+    from memwatch import _sampler
+    memwatch.start_sampling(interval=4096, seed=3)
+    keep = [_deep(i % 5, 2000, 1000) for i in range(5)]
+    keys = _sampler.stack_keys()
+    assert memwatch.sampling_info()["samples"] > 1000
+    assert len(keys) == len(set(keys)), (len(keys), len(set(keys)))
     del keep
 
 
@@ -463,3 +484,52 @@ def test_leak_info_has_no_top_sites_without_sampling():
     from memwatch.runner import format_leak
     assert "allocated at" not in format_leak({"reason": "r", "growth": 1, "top_types": []})
     assert memwatch.heapprofile.leak_top_sites(0.0) == []
+
+
+@pytest.fixture
+def tracker_clean():
+    """The tracker stopped, with its default options, before and after."""
+    from memwatch import tracker
+    memwatch.stop()
+    memwatch.configure(**tracker.DEFAULTS)
+    yield
+    memwatch.stop()
+    memwatch.configure(**tracker.DEFAULTS)
+    memwatch.stop_sampling()
+
+
+def test_configure_sample_allocations_follows_the_tracker(tracker_clean):
+    memwatch.configure(sample_allocations=True)
+    assert not memwatch.is_sampling()            # the tracker is not running yet
+    memwatch.start()
+    assert memwatch.is_sampling()
+    assert memwatch.sampling_info()["interval"] == heapprofile.DEFAULT_INTERVAL
+    memwatch.configure(sample_allocations=8192)  # a new interval restarts the session
+    assert memwatch.sampling_info()["interval"] == 8192
+    memwatch.stop()
+    assert not memwatch.is_sampling()            # stopped with the tracker
+    memwatch.start()
+    assert memwatch.is_sampling()
+    memwatch.configure(sample_allocations=False)
+    assert not memwatch.is_sampling()
+    assert memwatch.configure()["sample_allocations"] is False
+
+
+def test_configure_sample_allocations_leaves_the_programs_own_session(tracker_clean):
+    memwatch.start_sampling(interval=4096)
+    memwatch.configure(sample_allocations=True)
+    memwatch.start()
+    memwatch.stop()
+    memwatch.configure(sample_allocations=False)
+    # started by the program: neither the tracker's stop nor the option touch it
+    assert memwatch.is_sampling() and memwatch.sampling_info()["interval"] == 4096
+
+
+def test_configure_sample_allocations_bad_values(tracker_clean):
+    for bad, err, words in [(0, ValueError, "positive interval"),
+                            (-5, ValueError, "positive interval"),
+                            (1.5, TypeError, r"in bytes \(an int\), not float"),
+                            ("yes", TypeError, "not str")]:
+        with pytest.raises(err, match=words):
+            memwatch.configure(sample_allocations=bad)
+    assert memwatch.configure()["sample_allocations"] is False

@@ -119,7 +119,10 @@ static uint8_t mw_filter[1u << MW_FILTER_BITS];
 static inline size_t
 mw_filter_slot(uintptr_t a)
 {
-    return (size_t)((a >> 4) ^ (a >> (4 + MW_FILTER_BITS))) & ((1u << MW_FILTER_BITS) - 1);
+    /* Blocks are 16-byte aligned: the next 17 bits tell apart every block
+     * in a 2 MiB window.  Blocks 2 MiB apart share a slot; that only costs
+     * them a hash probe on free (the filter never gives a false negative). */
+    return (size_t)(a >> 4) & ((1u << MW_FILTER_BITS) - 1);
 }
 
 static mw_stack **mw_stacks = NULL;
@@ -371,6 +374,20 @@ mw_overflow_stack(void)
     return mw_overflow_index;
 }
 
+/* Field by field, not memcmp: mw_frame has padding after addr, and the
+ * capture buffer's padding is whatever was on the C stack, so memcmp would
+ * tell equal stacks apart and intern one copy per sample. */
+static inline int
+mw_frames_equal(const mw_frame *a, const mw_frame *b, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (a[i].code != b[i].code || a[i].addr != b[i].addr) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static uint32_t
 mw_intern_stack(const mw_frame *frames, uint32_t n, uint64_t hash)
 {
@@ -381,8 +398,7 @@ mw_intern_stack(const mw_frame *frames, uint32_t n, uint64_t hash)
     uint32_t v;
     while ((v = mw_stack_slots[j]) != 0) {
         mw_stack *s = mw_stacks[v - 1];
-        if (s->hash == hash && s->nframe == n &&
-            memcmp(s->frames, frames, n * sizeof(mw_frame)) == 0) {
+        if (s->hash == hash && s->nframe == n && mw_frames_equal(s->frames, frames, n)) {
             return v - 1;
         }
         j = (j + 1) & mw_stack_mask;
@@ -517,31 +533,60 @@ mw_take_sample(void *ptr, size_t size)
     mw_reentrant = 0;
 }
 
-/* ---- the hooks ---- */
+/* ---- the hooks ----
+ * The fast path (no sample, no sampled block freed) is what every
+ * allocation and free of the process pays, so it is shaped to compile to a
+ * handful of instructions with no stack frame, ending in a tail jump to the
+ * allocator underneath:
+ *  - the countdown is charged before the allocation, so nothing is left to
+ *    do after it returns (a failed allocation only moves the next sample
+ *    point a little earlier: the stream of bytes is still Poisson-sampled);
+ *  - each domain has its own functions that read the saved allocator from a
+ *    static slot (one RIP-relative load) instead of through ctx;
+ *  - everything else (taking a sample, retiring a sampled block) is in
+ *    separate out-of-line functions reached by a tail call.
+ * No atomics and no lock: every hooked call holds the GIL (see the top). */
+#if defined(__GNUC__)
+#  define MW_NOINLINE __attribute__((noinline, cold))
+#else
+#  define MW_NOINLINE
+#endif
+
+/* May the block at ptr be a sampled one?  Never a false negative: every
+ * tracked address has its filter counter above zero. */
+#define MW_MAYBE_SAMPLED(ptr) MW_UNLIKELY(mw_filter[mw_filter_slot((uintptr_t)(ptr))] != 0)
+
 static inline void
 mw_count(void *ptr, size_t size)
 {
     mw_countdown -= (Py_ssize_t)size;
-    if (MW_UNLIKELY(mw_countdown <= 0) && mw_active) {
-        mw_take_sample(ptr, size);
+    if (MW_UNLIKELY(mw_countdown <= 0)) {
+        if (mw_active) {
+            mw_take_sample(ptr, size);
+        }
+        else {
+            mw_countdown = PY_SSIZE_T_MAX;   /* chained but inactive: never sample */
+        }
     }
 }
 
-static void *
-mw_hook_malloc(void *ctx, size_t size)
+/* The countdown already reached zero for this allocation of size bytes. */
+static MW_NOINLINE void *
+mw_malloc_slow(mw_domain_hook *d, size_t size)
 {
-    mw_domain_hook *d = (mw_domain_hook *)ctx;
     void *p = d->orig.malloc(d->orig.ctx, size);
-    if (p != NULL) {
-        mw_count(p, size);
+    if (p != NULL && mw_active) {
+        mw_take_sample(p, size);
+    }
+    else if (!mw_active) {
+        mw_countdown = PY_SSIZE_T_MAX;
     }
     return p;
 }
 
-static void *
-mw_hook_calloc(void *ctx, size_t nelem, size_t elsize)
+static MW_NOINLINE void *
+mw_calloc_slow(mw_domain_hook *d, size_t nelem, size_t elsize)
 {
-    mw_domain_hook *d = (mw_domain_hook *)ctx;
     void *p = d->orig.calloc(d->orig.ctx, nelem, elsize);
     if (p != NULL) {
         mw_count(p, nelem * elsize);   /* the allocator checked the overflow */
@@ -549,15 +594,15 @@ mw_hook_calloc(void *ctx, size_t nelem, size_t elsize)
     return p;
 }
 
-static void *
-mw_hook_realloc(void *ctx, void *ptr, size_t size)
+/* The old block may be sampled, or the countdown runs out: the general case. */
+static MW_NOINLINE void *
+mw_realloc_slow(mw_domain_hook *d, void *ptr, size_t size)
 {
-    mw_domain_hook *d = (mw_domain_hook *)ctx;
     void *p = d->orig.realloc(d->orig.ctx, ptr, size);
     if (p != NULL) {
         /* the old block is gone (or resized): retire it, then draw for the
          * new one like any allocation, so live estimates stay unbiased */
-        if (MW_UNLIKELY(mw_filter[mw_filter_slot((uintptr_t)ptr)] != 0)) {
+        if (MW_MAYBE_SAMPLED(ptr)) {
             mw_live_remove((uintptr_t)ptr);
         }
         mw_count(p, size);
@@ -565,15 +610,77 @@ mw_hook_realloc(void *ctx, void *ptr, size_t size)
     return p;
 }
 
-static void
-mw_hook_free(void *ctx, void *ptr)
+static MW_NOINLINE void
+mw_free_slow(mw_domain_hook *d, void *ptr)
 {
-    mw_domain_hook *d = (mw_domain_hook *)ctx;
-    if (MW_UNLIKELY(mw_filter[mw_filter_slot((uintptr_t)ptr)] != 0)) {
-        mw_live_remove((uintptr_t)ptr);
-    }
+    mw_live_remove((uintptr_t)ptr);
     d->orig.free(d->orig.ctx, ptr);
 }
+
+/* nelem * elsize overflows (or, without the builtin, might: the slow path,
+ * which lets the allocator check, costs a call more and nothing else). */
+#if defined(__GNUC__) && !defined(__INTEL_COMPILER)
+#  define MW_MUL_OVERFLOWS(a, b, out) __builtin_mul_overflow((a), (b), (out))
+#else
+#  define MW_MUL_OVERFLOWS(a, b, out) (*(out) = 0, 1)
+#endif
+
+/* One set of hooks per domain, D the index in mw_hooks. */
+#define MW_DEFINE_HOOKS(NAME, D)                                              \
+static void *                                                                 \
+mw_##NAME##_malloc(void *ctx, size_t size)                                    \
+{                                                                             \
+    (void)ctx;                                                                \
+    mw_countdown -= (Py_ssize_t)size;                                         \
+    if (MW_UNLIKELY(mw_countdown <= 0)) {                                     \
+        return mw_malloc_slow(&mw_hooks[D], size);                            \
+    }                                                                         \
+    return mw_hooks[D].orig.malloc(mw_hooks[D].orig.ctx, size);               \
+}                                                                             \
+static void *                                                                 \
+mw_##NAME##_calloc(void *ctx, size_t nelem, size_t elsize)                    \
+{                                                                             \
+    (void)ctx;                                                                \
+    size_t size;                                                              \
+    if (MW_UNLIKELY(MW_MUL_OVERFLOWS(nelem, elsize, &size))) {                \
+        return mw_calloc_slow(&mw_hooks[D], nelem, elsize);  /* it fails */   \
+    }                                                                         \
+    Py_ssize_t left = mw_countdown - (Py_ssize_t)size;                        \
+    if (MW_UNLIKELY(left <= 0)) {                                             \
+        return mw_calloc_slow(&mw_hooks[D], nelem, elsize);                   \
+    }                                                                         \
+    mw_countdown = left;                                                      \
+    return mw_hooks[D].orig.calloc(mw_hooks[D].orig.ctx, nelem, elsize);      \
+}                                                                             \
+static void *                                                                 \
+mw_##NAME##_realloc(void *ctx, void *ptr, size_t size)                        \
+{                                                                             \
+    (void)ctx;                                                                \
+    Py_ssize_t left = mw_countdown - (Py_ssize_t)size;                        \
+    if (MW_UNLIKELY(left <= 0) || MW_MAYBE_SAMPLED(ptr)) {                    \
+        return mw_realloc_slow(&mw_hooks[D], ptr, size);                      \
+    }                                                                         \
+    mw_countdown = left;                                                      \
+    return mw_hooks[D].orig.realloc(mw_hooks[D].orig.ctx, ptr, size);         \
+}                                                                             \
+static void                                                                   \
+mw_##NAME##_free(void *ctx, void *ptr)                                        \
+{                                                                             \
+    (void)ctx;                                                                \
+    if (MW_MAYBE_SAMPLED(ptr)) {                                              \
+        mw_free_slow(&mw_hooks[D], ptr);                                      \
+        return;                                                               \
+    }                                                                         \
+    mw_hooks[D].orig.free(mw_hooks[D].orig.ctx, ptr);                         \
+}
+
+MW_DEFINE_HOOKS(mem, 0)
+MW_DEFINE_HOOKS(obj, 1)
+
+static const PyMemAllocatorEx mw_hook_fns[2] = {
+    {&mw_hooks[0], mw_mem_malloc, mw_mem_calloc, mw_mem_realloc, mw_mem_free},
+    {&mw_hooks[1], mw_obj_malloc, mw_obj_calloc, mw_obj_realloc, mw_obj_free},
+};
 
 /* ---- control (called from Python with the GIL) ---- */
 
@@ -635,7 +742,7 @@ mw_hooks_on_top(void)
         }
         PyMemAllocatorEx cur;
         PyMem_GetAllocator(mw_hooks[i].domain, &cur);
-        if (cur.malloc != mw_hook_malloc || cur.ctx != &mw_hooks[i]) {
+        if (cur.malloc != mw_hook_fns[i].malloc || cur.ctx != &mw_hooks[i]) {
             return 0;
         }
     }
@@ -692,8 +799,7 @@ mw_install(void)
         PyMem_GetAllocator(mw_hooks[i].domain, &mw_hooks[i].orig);
     }
     for (int i = 0; i < 2; i++) {
-        PyMemAllocatorEx hook = {&mw_hooks[i], mw_hook_malloc, mw_hook_calloc,
-                                 mw_hook_realloc, mw_hook_free};
+        PyMemAllocatorEx hook = mw_hook_fns[i];
         PyMem_SetAllocator(mw_hooks[i].domain, &hook);
         mw_hooks[i].installed = 1;
     }

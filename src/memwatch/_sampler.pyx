@@ -171,3 +171,19 @@ def profile():
     finally:
         mw_profile_copy_free(&c)
     return rows
+
+
+def stack_keys():
+    """Tests: each interned stack as a tuple of (id(code), bytecode offset),
+    read from a private copy (building the tuples may take samples)."""
+    cdef mw_profile_copy c
+    cdef uint32_t i
+    cdef size_t k
+    if mw_profile_copy_take(&c) < 0:
+        raise MemoryError("memwatch sampling: no memory to copy the stacks")
+    try:
+        return [tuple([(id(<object>c.frames[k].code), c.frames[k].addr)
+                       for k in range(c.rows[i].first, c.rows[i].first + c.rows[i].nframe)])
+                for i in range(c.nrows)]
+    finally:
+        mw_profile_copy_free(&c)

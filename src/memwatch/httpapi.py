@@ -143,7 +143,8 @@ def _sampling_route(name: str, query: dict) -> tuple[int, Any]:
     from memwatch import heapprofile
     if not heapprofile.is_sampling():
         raise HTTPError(409, "allocation sampling is not running",
-                        "start it in the service with memwatch.start_sampling() "
+                        "start it in the service with memwatch.start_sampling() or "
+                        "memwatch.configure(sample_allocations=True) "
                         "(or run it with memwatch run --sample)")
     prof = heapprofile.take_heap_profile()
     if name == "profile_pprof":

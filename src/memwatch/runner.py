@@ -197,7 +197,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sample allocations (memwatch.start_sampling()) so leak events say "
                              "where the growth was allocated (top_sites)")
     parser.add_argument("--sample-bytes", type=int, default=None, metavar="BYTES",
-                        help="mean bytes between allocation samples with --sample (default 32768)")
+                        help="mean bytes between allocation samples with --sample (default 16384)")
     parser.add_argument("-m", dest="module", metavar="MODULE",
                         help="run a module as 'python -m MODULE' does, instead of a script")
     parser.add_argument("target", nargs=argparse.REMAINDER,
@@ -283,13 +283,11 @@ def run(ns: argparse.Namespace) -> int:
     code: int = 0
     try:
         options = tracker_options(ns)
+        if ns.sample or ns.sample_bytes is not None:   # the tracker's option (issue 11)
+            options["sample_allocations"] = True if ns.sample_bytes is None else ns.sample_bytes
         if options:
             import memwatch
             memwatch.configure(**options)
-        if ns.sample or ns.sample_bytes is not None:
-            import memwatch
-            kw = {} if ns.sample_bytes is None else {"interval": ns.sample_bytes}
-            memwatch.start_sampling(**kw)
         log.start()
         if ns.serve is not None:
             from memwatch.httpapi import serve

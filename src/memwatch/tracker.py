@@ -152,6 +152,8 @@ DEFAULTS: dict[str, Any] = {
     "census_interval": None,   # seconds between baseline censuses (None: min_duration / 2)
     "census_budget": 0.002,    # ... and at most this fraction of wall time on censuses
     "time_scale": 1.0,         # multiplies every duration above (tests run scenarios fast)
+    "sample_allocations": False,   # sample allocations while the tracker runs (True, or the mean
+                               # interval in bytes): leak events then carry top_sites (issue 11)
 }
 
 _MAX_CENSUSES = 6
@@ -827,6 +829,7 @@ class _Tracker:
             _deferred.ensure_worker()
             if self.options["gc_callbacks"] in (True, "auto"):
                 self._set_hooked(True)
+            self._sync_sampling()
 
     def stop(self) -> None:
         with self._api_lock:
@@ -836,6 +839,7 @@ class _Tracker:
             self.implicit = False
             with self._notice_lock:
                 self._set_hooked(False)
+            self._sync_sampling()
         _deferred.post(self._job)      # deliver what was recorded before the stop
         if not _trace_active():
             _deferred.stop_worker()
@@ -862,7 +866,17 @@ class _Tracker:
                     self.options = old
                     self._apply_options()
                     raise
+            self._sync_sampling()
             return self.effective_options()
+
+    def _sync_sampling(self) -> None:
+        # --- sampling (issue 11): the sample_allocations option starts and
+        # stops the sampler with the tracker; nothing is imported while it is off
+        value = self.options["sample_allocations"]
+        if value or "memwatch.heapprofile" in sys.modules:
+            from memwatch import heapprofile
+            heapprofile.tracker_sampling(value if self.running else False)
+        # --- end sampling
 
     def effective_options(self) -> dict[str, Any]:
         opts = dict(self.options)
@@ -1020,6 +1034,9 @@ def _validate(opts: dict[str, Any]) -> None:
     for key in ("timer_budget", "census_budget", "confirm_budget"):
         if not 0 < float(opts[key]) <= 1:
             raise ValueError(f"{key} must be in (0, 1]")
+    if opts["sample_allocations"] is not False and opts["sample_allocations"] is not None:
+        from memwatch.heapprofile import check_sample_allocations
+        check_sample_allocations(opts["sample_allocations"])
 
 
 #: Leak-info enrichers: ``fn(info, window)`` for each confirmed leak, in order,
@@ -1217,7 +1234,9 @@ def configure(**options: Any) -> dict[str, Any]:
     ``warmup``, ``confirm``.
     Sampling: ``timer_interval``, ``timer_budget``.  ``top_types`` (0 disables
     the censuses), ``census_interval``, ``census_budget``.  ``time_scale``
-    multiplies every duration.  Changing options restarts the leak verdict's
+    multiplies every duration.  ``sample_allocations``: True (or a mean
+    interval in bytes) runs the sampling heap profiler while the tracker
+    runs, so leak events carry ``top_sites``.  Changing options restarts the leak verdict's
     history."""
     return _tracker.configure(**options)
 

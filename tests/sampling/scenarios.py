@@ -87,14 +87,14 @@ def fork_scenario():
     # starts clean" is told apart from the one or two samples the child itself
     # may take between the fork and its first profile.
     memwatch.start_sampling(interval=64 * 1024)
-    keep = [bytearray(1000) for _ in range(5000)]   # PARENT SITE
+    keep = [bytearray(1000) for _ in range(20000)]   # PARENT SITE
     parent_samples = _sampler.stats()["samples"]
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
         before = memwatch.take_heap_profile()
-        child_keep = [bytearray(1000) for _ in range(5000)]   # CHILD SITE
+        child_keep = [bytearray(1000) for _ in range(20000)]   # CHILD SITE
         after = memwatch.take_heap_profile()
         res = {"before_total": before.total_size, "before_samples": before.info["samples"],
                "child_site": rows_here(after).get(line_of("CHILD SITE")),
@@ -121,11 +121,11 @@ def fork_scenario():
 
 def restart():
     memwatch.start_sampling()
-    keep = [bytearray(1000) for _ in range(5000)]   # FIRST SESSION
+    keep = [bytearray(1000) for _ in range(20000)]   # FIRST SESSION
     first = rows_here(memwatch.take_heap_profile()).get(line_of("FIRST SESSION"))
     memwatch.stop_sampling()
     memwatch.start_sampling()
-    keep2 = [bytearray(1000) for _ in range(5000)]   # SECOND SESSION
+    keep2 = [bytearray(1000) for _ in range(20000)]   # SECOND SESSION
     prof = memwatch.take_heap_profile()
     out = {"first": first, "first_after_restart": rows_here(prof).get(line_of("FIRST SESSION")),
            "second": rows_here(prof).get(line_of("SECOND SESSION"))}
