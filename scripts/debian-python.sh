@@ -124,9 +124,20 @@ copy_tree() {
   local dest="$ROOT/work/memwatch-$1"
   rm -rf "$dest"
   mkdir -p "$dest"
-  tar -C "$REPO" --exclude='./.git' --exclude='./.venv*' --exclude='./build' --exclude='./dist' \
-      --exclude='*.so' --exclude='__pycache__' --exclude='*.egg-info' --exclude='./src/memwatch/*.c' \
-      -cf - . | tar -C "$dest" -xf -
+  if git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    # The files git knows or would add (.gitignore leaves out venvs and build
+    # outputs): a list fixed before copying, so other work writing into the
+    # tree at the same time (CI's other lane builds there) cannot break it.
+    (cd "$REPO" && git ls-files -z --cached --others --exclude-standard |
+      while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done |
+      tar --null -T - -cf -) | tar -C "$dest" -xf -
+  else
+    # Not a git checkout: everything but venvs and build outputs; a file that
+    # changes while it is read (tar's status 1) is not an error here.
+    { tar -C "$REPO" --warning=no-file-changed --exclude='./.venv*' --exclude='./build' \
+        --exclude='./dist' --exclude='*.so' --exclude='__pycache__' --exclude='*.egg-info' \
+        --exclude='./src/memwatch/*.c' -cf - . || [ $? = 1 ]; } | tar -C "$dest" -xf -
+  fi
 }
 
 python_for() {
