@@ -208,9 +208,11 @@ def test_leaky_code_always_fails(pytester, run):
     result = run("-q")
     result.assert_outcomes(failed=8)
     out = result.stdout.str()
-    # What grew, for each kind of leak.
+    # What grew, for each kind of leak.  ("and memory grew" is left out when
+    # one run's total fell: on 3.14 the first measured run can free a few
+    # dozen bytes of the interpreter's own while the type still grew.)
     result.stdout.fnmatch_lines([
-        "*leak_instance leaks: 1 type grew in count and memory grew on every one of 5 "
+        "*leak_instance leaks: 1 type grew in count* on every one of 5 "
         "measured runs (after 3 warm-up runs) and kept growing over 32 calls",
         "type * count per run * bytes per run",
         "test_leaky.Thing * +1 +1 +1 +1 +1 * +* bytes, +* bytes, +* bytes, +* bytes, +* bytes",
@@ -242,8 +244,9 @@ def test_failure_message_names_the_retainer_path(pytester, run):
     result = run("-q")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        # (on 3.10 each instance also has its own dict)
-        "*memwatch: handle leaks: * grew in count and memory grew on every one of 5 "
+        # (on 3.10 each instance also has its own dict; "and memory grew" is
+        # left out on 3.14 when the first measured run also freed a little)
+        "*memwatch: handle leaks: * grew in count* on every one of 5 "
         "measured runs (after 3 warm-up runs)*",
         "",
         "type * count per run * bytes per run",
