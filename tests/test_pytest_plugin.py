@@ -285,10 +285,14 @@ def test_bytes_growth_without_new_objects_fails_unless_tolerated(pytester, run):
     """)
     result = run("-q")
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines([
-        "*grow leaks: memory grew on every one of 5 measured runs*",
-        "str * +0 +0 +0 +0 +0 * +200 bytes, +200 bytes, +200 bytes, +200 bytes, +200 bytes",
-    ])
+    result.stdout.fnmatch_lines(["*grow leaks: memory grew on every one of 5 measured runs*"])
+    # The str row: no new str objects, 200 more bytes a run.  One run may
+    # also free an interpreter-owned str or two (3.14/3.15 do, in one of the
+    # measured runs), so four of the five runs must show exactly +200 bytes.
+    row = next(l for l in result.stdout.lines if l.startswith("str "))
+    counts = [int(c) for c in row.split()[1:6]]
+    assert all(c <= 0 for c in counts), row
+    assert row.count("+200 bytes") >= 4, row
 
 
 # --------------------------------------------------------------------------
