@@ -112,7 +112,8 @@ def test_snapshot_comes_back_private(service, tmp_path, capsys):
     counts = load_snapshot(dest).type_counts()
     assert counts["__main__.Session"][0] >= 1
     # The private directory the answer went through is gone.
-    assert _attach_dirs() == before
+    # (New ones only: another memwatch run on this machine may remove its own.)
+    assert not _attach_dirs() - before
 
 
 @needs_314

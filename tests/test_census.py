@@ -404,3 +404,44 @@ def test_sizeof_that_reclasses_a_pending_object_is_counted_consistently():
     by_name = {name: (count, size) for name, count, size in rows}
     # Counted and sized under the type they had during the walk, together.
     assert by_name[memwatch.type_name(Waiting)] == (3, 3 * sys.getsizeof(Waiting()))
+
+
+def test_names_only_the_type_cache_holds_survive_the_walk(run_script):
+    # A class attribute looked up and then deleted leaves its name in the type
+    # attribute cache, which holds a strong reference to it until the slot is
+    # filled again (enum.py does this with '_<cls>__in_progress').  A walk that
+    # looked __sizeof__ up through the cache (once per new type) filled slots,
+    # so it released such names, freeing strs it had just counted: 3.14's
+    # walk reaches them through the interned-strings dict, and keep_objects
+    # then took references to freed memory (a crash on 3.14.10, in about one
+    # round out of three here; eight rounds).  The walk must release nothing.
+    proc = run_script("""
+        import json, sys
+        from memwatch import _core
+
+        found_total = dead_total = 0
+        for rnd in range(8):
+            prefix = "mw_cache_only_name_%d_" % rnd
+
+            class Holder:
+                pass
+
+            for i in range(3000):
+                name = sys.intern(prefix + str(i))
+                setattr(Holder, name, i)
+                getattr(Holder, name)       # now in a type-cache slot
+                delattr(Holder, name)       # the slot keeps the name alive
+            del name
+            fresh = [type("Fresh%d_%d" % (rnd, i), (), {})() for i in range(300)]
+            raw = _core.walk(keep_objects=True)
+            found = [o for o in raw.objects
+                     if type(o) is str and o.startswith(prefix) and o is not prefix]
+            # A kept str is the live, interned original: interning an equal
+            # fresh copy returns it (a freed one has left the interned dict).
+            dead_total += sum(1 for o in found if sys.intern("".join(list(o))) is not o)
+            found_total += len(found)
+            del raw, found, fresh
+        print(json.dumps({"found": found_total, "dead_kept": dead_total}))
+    """)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["dead_kept"] == 0, result

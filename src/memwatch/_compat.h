@@ -175,6 +175,50 @@ mw_visit_dict_keys(PyObject *o, visitproc visit, void *arg)
     return 0;
 }
 
+/* The attribute `name` as tp's MRO defines it (borrowed), like
+ * _PyType_Lookup but without the type attribute cache.  The cache keeps a
+ * strong reference to each name it holds, and filling a slot releases the
+ * name it evicts: a walk that looked __sizeof__ up through the cache could
+ * free a mortal interned str it had just counted (one only the cache still
+ * held, found through the interned-strings dict on 3.14), and the test
+ * harness's keep_objects then took a reference to freed memory (a crash).
+ * Reading the MRO's dicts releases nothing. */
+static inline PyObject *
+mw_type_lookup_nocache(PyTypeObject *tp, PyObject *name)
+{
+    PyObject *mro = tp->tp_mro;                     /* borrowed */
+    if (mro == NULL || !PyTuple_Check(mro)) {
+        return NULL;                                /* not ready: no answer */
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(mro);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *base = PyTuple_GET_ITEM(mro, i);
+        if (!PyType_Check(base)) {
+            continue;
+        }
+#if PY_VERSION_HEX >= 0x030C0000
+        /* 3.12+: a static builtin type's dict lives in the interpreter */
+        PyObject *dict = PyType_GetDict((PyTypeObject *)base);   /* new ref */
+#else
+        PyObject *dict = ((PyTypeObject *)base)->tp_dict;
+        Py_XINCREF(dict);
+#endif
+        if (dict == NULL) {
+            continue;
+        }
+        PyObject *res = PyDict_GetItemWithError(dict, name);      /* borrowed */
+        Py_DECREF(dict);    /* the type still holds its dict: res stays valid */
+        if (res != NULL) {
+            return res;
+        }
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
 /* How an object's __sizeof__ can be computed during the walk. */
 enum {
     MW_SIZEOF_OBJECT = 0,   /* object.__sizeof__: inline formula            */
@@ -190,7 +234,7 @@ static inline int
 mw_classify_sizeof(PyTypeObject *tp, PyObject *name, PyCFunction object_sizeof,
                    PyCFunction *out)
 {
-    PyObject *descr = _PyType_Lookup(tp, name);  /* borrowed */
+    PyObject *descr = mw_type_lookup_nocache(tp, name);  /* borrowed */
     *out = NULL;
     if (descr == NULL || !Py_IS_TYPE(descr, &PyMethodDescr_Type)) {
         return MW_SIZEOF_DEFERRED;

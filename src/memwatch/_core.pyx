@@ -854,6 +854,10 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
             if w.records.packed == NULL:
                 raise MemoryError("memwatch: cannot allocate the HeapDiff records")
         if w.dedup_tracked:
+            # Looked up before the walk: an attribute lookup during it may
+            # release a name the walk has counted (see mw_type_lookup_nocache).
+            roots = [_sys.modules]
+            roots.extend(_sys._current_frames().values())
             for i in range(n):
                 if ptrset_add(&w.seen, <uintptr_t>PyList_GET_ITEM(<PyObject*>objects, i)) < 0:
                     raise MemoryError("memwatch: cannot allocate the census tables")
@@ -878,10 +882,9 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
         if w.dedup_tracked and not w.error:
             # Frozen objects are live but absent from gc.get_objects(): reach
             # them from what keeps a program alive, the modules and the thread
-            # stacks.  The root containers built here are visited through, not
-            # counted (their items are visited, they themselves are not).
-            roots = [_sys.modules]
-            roots.extend(_sys._current_frames().values())
+            # stacks (fetched before the walk: see frozen_roots).  The root
+            # containers are visited through, not counted (their items are
+            # visited, they themselves are not).
             for root in roots:
                 if _visit(<PyObject*>root, &w) != 0 or _drain(&w) < 0:
                     break
@@ -894,7 +897,16 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
         if w.error == ERR_PYTHON:
             raise MemoryError("memwatch: could not queue an object for sizing")
 
+        if keep_objects:
+            # At once, before anything that looks an attribute up (the names
+            # below): a lookup may fill a type-cache slot, releasing the name
+            # it evicts, and a str counted above may have had no other owner.
+            kept = [<object><PyObject*>rec_addr(&w.records, i)
+                    for i in range(<Py_ssize_t>w.records.size)]
         result = RawCensus.__new__(RawCensus)
+        if keep_objects:
+            result.objects = kept
+            kept = None
         result.overhead_bytes = (_walk_overhead(&w) + n * sizeof(PyObject*)
                                  + w.records.cap * rec_width(&w.records))
         # Names are computed while every type is still pinned by the walk.
@@ -903,9 +915,6 @@ def walk(bint tracked_only=False, bint record=False, bint keep_objects=False):
             names.append(_type_name(w.types.entries[ti].tp))
         result._set_names(names)
         del names
-        if keep_objects:
-            result.objects = [<object><PyObject*>rec_addr(&w.records, i)
-                              for i in range(<Py_ssize_t>w.records.size)]
         # From here on Python code may run (user __sizeof__ methods): the GC
         # state goes back to what it was first, so another thread that runs
         # meanwhile sees its own state (its gc.disable() is never undone, a
