@@ -9,6 +9,8 @@ import tracemalloc
 
 import memwatch
 
+from _rows import rows_by_line
+
 MB = 1000 * 1000
 
 
@@ -52,16 +54,7 @@ def main():
         fr = st.traceback[0]
         if fr.filename == __file__:
             exact[fr.lineno] = st.size
-    # Summed per line: memwatch's 'lineno' key is (file, line, function), and
-    # before 3.12 a comprehension's frame and its caller share a line (one
-    # sample in the caller's part, e.g. the function object, is a row of its own).
-    est = {}
-    for row in prof.statistics("lineno"):
-        if row.key.filename == __file__:
-            acc = est.setdefault(row.key.lineno, [0, 0, 0])
-            acc[0] += row.size
-            acc[1] += row.alloc_size
-            acc[2] += row.samples
+    est = rows_by_line(prof, __file__)
     src = open(__file__).read().splitlines()
     lines = {tag: src.index(next(l for l in src if l.endswith("# LINE " + tag))) + 1
              for tag in "ABC"}

@@ -10,23 +10,14 @@ import tracemalloc
 import memwatch
 from memwatch import _sampler
 
+from _rows import rows_by_line
+
 MB = 1000 * 1000
 
 
 def rows_here(prof):
-    """{lineno: [live size, alloc size, samples]} for this file's sites,
-    summed per line: memwatch's 'lineno' key is (file, line, function), and
-    before 3.12 a comprehension's frame and its caller share a line, so a
-    sample taken in the caller's part (the comprehension's function object)
-    is a row of its own that a plain dict would let overwrite the big one."""
-    out: dict = {}
-    for row in prof.statistics("lineno"):
-        if row.key.filename == __file__:
-            acc = out.setdefault(row.key.lineno, [0, 0, 0])
-            acc[0] += row.size
-            acc[1] += row.alloc_size
-            acc[2] += row.samples
-    return out
+    """{lineno: [live size, alloc size, samples]} for this file's sites."""
+    return rows_by_line(prof, __file__)
 
 
 def exact_here(snap):
