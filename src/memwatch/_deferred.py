@@ -47,6 +47,11 @@ _jobs: deque = deque()
 _drain_lock = threading.Lock()      # held by the one thread draining
 _wake = threading.Lock()            # locked = worker may sleep; release() wakes it
 _wake.acquire()
+# Held from a wake() until the worker has taken that wake-up: at most one
+# release of _wake is ever in flight.  Two releases racing while the worker
+# is being handed the lock trip an assertion in 3.14's debug build
+# (_PyMutex_LockTimed, CPython gh-143424) although a release build is fine.
+_wake_guard = threading.Lock()
 _main_ident = threading.main_thread().ident
 _worker: threading.Thread | None = None
 _worker_stop = False
@@ -67,10 +72,12 @@ def post(job: Callable[[], None]) -> None:
 
 def wake() -> None:
     """Wake the worker thread without ever blocking (safe in a GC callback)."""
+    if not _wake_guard.acquire(False):
+        return            # a wake-up is already on its way
     try:
         _wake.release()
     except RuntimeError:  # already awake
-        pass
+        _wake_guard.release()
 
 
 def drain() -> None:
@@ -183,7 +190,11 @@ def _run_worker() -> None:
     next_tick = time.monotonic() + _tick_interval
     while not _worker_stop and _worker is me:
         timeout = max(0.0, next_tick - time.monotonic())
-        _wake.acquire(timeout=timeout)   # returns early when post()/wake() released it
+        if _wake.acquire(timeout=timeout):   # early when post()/wake() released it
+            try:
+                _wake_guard.release()        # that wake-up is taken: the next may come
+            except RuntimeError:
+                pass
         if _worker_stop or _worker is not me:
             break
         # Jobs from other threads, and main-thread jobs whose pending call has
@@ -270,12 +281,13 @@ def _after_fork_in_parent() -> None:
 
 def _after_fork_in_child() -> None:
     """The child has one thread: the worker and every lock state are stale."""
-    global _drain_lock, _wake, _main_ident, _worker, _state_lock, _restart_pending
+    global _drain_lock, _wake, _wake_guard, _main_ident, _worker, _state_lock, _restart_pending
     _restart_pending = False
     _jobs.clear()
     _drain_lock = threading.Lock()
     _wake = threading.Lock()
     _wake.acquire()
+    _wake_guard = threading.Lock()
     _state_lock = threading.Lock()
     _main_ident = threading.get_ident()
     _worker = None
