@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import tracemalloc
 
 import pytest
@@ -419,15 +420,80 @@ def test_tracemalloc_started_in_process_still_works(sampling):
 
 # ---- everywhere the user looks ----
 
-def _wsgi_get(app, path, query=""):
+def _wsgi_get(app, path, query="", method="GET", body=b""):
+    import io
     got = {}
 
     def start_response(status, headers):
         got["status"], got["headers"] = status, dict(headers)
 
-    body = b"".join(app({"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query},
-                        start_response))
-    return got["status"], got["headers"], body
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
+               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+    answer = b"".join(app(environ, start_response))
+    return got["status"], got["headers"], answer
+
+
+def test_http_turns_sampling_on_and_off(sampling):
+    import time
+    from memwatch.httpapi import MemwatchState, make_wsgi_app
+    app = make_wsgi_app(state=MemwatchState())
+
+    def call(method, path, query="", body=b""):
+        status, _, answer = _wsgi_get(app, path, query, method, body)
+        return int(status.split()[0]), json.loads(answer)
+
+    assert call("GET", "/ah/sampling")[1]["sampling"] is False
+    code, d = call("POST", "/ah/profile")
+    assert code == 405
+    code, d = call("GET", "/ah/profile")
+    assert code == 409 and "POST /ah/sampling/start" in d["fix"]
+    assert call("POST", "/ah/sampling/stop") == (200, {"stopped": False,
+                                                        "message": "allocation sampling was not running"})
+    # bad settings are refused before anything starts
+    for query, words in [("interval=8", "from 64 to"), ("nframe=0", "nframe"),
+                         ("seconds=abc", "not a whole number")]:
+        code, d = call("POST", "/ah/sampling/start", query)
+        assert code == 400 and words in d["error"] + d["fix"], (query, d)
+    code, d = call("POST", "/ah/sampling/start", body=b'{"interval": 4096, "every": 1}')
+    assert code == 400 and "every" in d["error"] and not memwatch.is_sampling()
+    # on, from the body; the profile route then serves this session
+    code, d = call("POST", "/ah/sampling/start", body=b'{"interval": 4096, "nframe": 8}')
+    assert code == 201 and d["sampling"] and d["started_by"] == "http" and d["stops_at"] is None
+    assert memwatch.is_sampling() and memwatch.sampling_info()["nframe"] == 8
+    code, d = call("POST", "/ah/sampling/start")
+    assert code == 409 and "over HTTP" in d["error"] and "POST /ah/sampling/stop" in d["fix"]
+    keep = _alloc_here(3000, 1000)
+    code, d = call("GET", "/ah/profile", "top=3")
+    assert code == 200 and d["interval"] == 4096 and d["total_size"] > 1_000_000
+    assert call("POST", "/ah/sampling/stop")[1]["stopped"] is True
+    assert not memwatch.is_sampling()
+    # with a time limit: stopped by itself, and the timer thread is gone
+    code, d = call("POST", "/ah/sampling/start", "seconds=1")
+    assert code == 201 and d["stops_at"] is not None
+    deadline = time.monotonic() + 30
+    while memwatch.is_sampling() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not memwatch.is_sampling()
+    deadline = time.monotonic() + 30
+    while (any(t.name == "memwatch-sampling-timer" for t in threading.enumerate())
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    assert not any(t.name == "memwatch-sampling-timer" for t in threading.enumerate())
+    # the program's own session is the program's to stop
+    memwatch.start_sampling(interval=8192)
+    code, d = call("POST", "/ah/sampling/stop")
+    assert code == 409 and "the program" in d["error"] and "memwatch.stop_sampling()" in d["fix"]
+    assert memwatch.is_sampling() and call("GET", "/ah/sampling")[1]["started_by"] == "program"
+    # a session over HTTP that the program stops cancels its timer
+    memwatch.stop_sampling()
+    assert call("POST", "/ah/sampling/start", "seconds=600")[0] == 201
+    memwatch.stop_sampling()
+    deadline = time.monotonic() + 30
+    while (any(t.name == "memwatch-sampling-timer" for t in threading.enumerate())
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    assert not any(t.name == "memwatch-sampling-timer" for t in threading.enumerate())
+    del keep
 
 
 def test_http_routes_serve_the_profile(sampling):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, NamedTuple
 
 from memwatch.formatting import format_size
@@ -312,11 +312,20 @@ def start_sampling(interval: int = DEFAULT_INTERVAL, nframe: int = DEFAULT_NFRAM
     ``max_samples`` caps the live sampled blocks tracked and ``max_stacks``
     the distinct stacks kept (both counted in ``sampling_info()`` when hit).
     ``seed`` makes the sampling points reproducible (tests)."""
-    _start(interval, nframe, max_samples, max_stacks, seed, by_tracker=False)
+    _start(interval, nframe, max_samples, max_stacks, seed, owner="program")
+
+
+#: Who started the running session: the program (start_sampling()), the
+#: tracker (configure(sample_allocations=...)) or an operator over HTTP
+#: (POST /ah/sampling/start).  Each stops only its own session.
+OWNERS = ("program", "tracker", "http")
+_OWNER_WORDS = {"program": "the program (memwatch.start_sampling())",
+                "tracker": "the tracker (memwatch.configure(sample_allocations=...))",
+                "http": "an operator over HTTP (POST /ah/sampling/start)"}
 
 
 def _start(interval: Any, nframe: Any, max_samples: Any, max_stacks: Any, seed: Any,
-           by_tracker: bool) -> None:
+           owner: str, seconds: float | None = None) -> dict:
     from memwatch import _sampler
     global _session, _registered
     interval = _check_int("interval", interval, 1)
@@ -327,15 +336,45 @@ def _start(interval: Any, nframe: Any, max_samples: Any, max_stacks: Any, seed: 
         seed = _check_int("seed", seed, 1, (1 << 64) - 1)
     with _lock:
         if _session is not None:
-            raise SamplingError("sampling is already running: call "
+            raise SamplingError(f"sampling is already running (started by "
+                                f"{_OWNER_WORDS[_session['owner']]} at "
+                                f"{_session['started'].isoformat()}): call "
                                 "memwatch.stop_sampling() first to change its settings")
         if not _registered:
             os.register_at_fork(after_in_child=_on_fork_child)
             atexit.register(_at_exit)
             _registered = True
         _sampler.start(float(interval), nframe, max_samples, max_stacks, seed or 0)
-        _session = {"interval": interval, "nframe": nframe,
-                    "started": datetime.now(timezone.utc), "by_tracker": by_tracker}
+        started = datetime.now(timezone.utc)
+        session = {"interval": interval, "nframe": nframe, "started": started,
+                   "owner": owner, "stops_at": None, "timer": None}
+        if seconds is not None:
+            # A session with a time limit (an operator's, over HTTP): a daemon
+            # timer stops it then, unless it was stopped or replaced meanwhile.
+            session["stops_at"] = started + timedelta(seconds=seconds)
+            timer = threading.Timer(seconds, _stop_session, args=(session,))
+            timer.name = "memwatch-sampling-timer"
+            timer.daemon = True
+            session["timer"] = timer
+            timer.start()
+        _session = session
+    return session
+
+
+def _stop_session(session: dict) -> bool:
+    """Stop sampling if ``session`` is still the running one; True if it was."""
+    from memwatch import _sampler
+    global _session
+    with _lock:
+        if _session is not session:
+            return False
+        _session = None
+        _baselines.clear()
+        _sampler.stop()
+    timer = session.get("timer")
+    if timer is not None and timer is not threading.current_thread():
+        timer.cancel()
+    return True
 
 
 def stop_sampling() -> None:
@@ -344,14 +383,9 @@ def stop_sampling() -> None:
     allocator after memwatch (tracemalloc.start() for instance), memwatch's
     hooks stay chained under it and only pass calls through, so that tool
     keeps working, and the next ``start_sampling()`` re-activates them."""
-    from memwatch import _sampler
-    global _session
-    with _lock:
-        if _session is None:
-            return
-        _session = None
-        _baselines.clear()
-        _sampler.stop()
+    session = _session
+    if session is not None:
+        _stop_session(session)
 
 
 def is_sampling() -> bool:
@@ -372,8 +406,11 @@ def sampling_info() -> dict:
     info["hooks"] = {1: "on top", 0: "chained under another hook",
                      -1: "removed by another tool", -2: "not installed"}[state]
     info["sampling"] = _session is not None and info["active"] and state >= 0
-    if _session is not None:
-        info["started"] = _session["started"].isoformat()
+    session = _session
+    if session is not None:
+        info["started"] = session["started"].isoformat()
+        info["started_by"] = session["owner"]
+        info["stops_at"] = session["stops_at"].isoformat() if session["stops_at"] else None
     return info
 
 
@@ -437,17 +474,17 @@ def tracker_sampling(value: Any) -> None:
     with start_sampling() is left alone (it feeds top_sites all the same)."""
     session = _session
     if not value:
-        if session is not None and session["by_tracker"]:
-            stop_sampling()
+        if session is not None and session["owner"] == "tracker":
+            _stop_session(session)
         return
     interval = DEFAULT_INTERVAL if value is True else int(value)
     if session is not None:
-        if not session["by_tracker"] or session["interval"] == interval:
+        if session["owner"] != "tracker" or session["interval"] == interval:
             return
-        stop_sampling()          # the option changed the interval
+        _stop_session(session)   # the option changed the interval
     try:
         _start(interval, DEFAULT_NFRAME, DEFAULT_MAX_SAMPLES, DEFAULT_MAX_STACKS, None,
-               by_tracker=True)
+               owner="tracker")
     except SamplingError:
         pass                     # the program started its own session meanwhile
 

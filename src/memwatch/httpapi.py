@@ -30,6 +30,11 @@ Routes (all answers are JSON; an error is ``{"error": ..., "fix": ..., "status":
     GET    /ah/history                       current_base/estimated_base/RSS samples, leak events
     POST   /ah/retainers?type=NAME[&limit=5] shortest paths from the roots to instances of a type
     GET    /ah/ui                            the live page (HTML; see memwatch.livepage)
+    GET    /ah/profile[?key=lineno&top=50]   the sampled live heap by allocation site
+    GET    /ah/profile.pprof                 the same, gzipped pprof (go tool pprof URL)
+    GET    /ah/sampling                      is allocation sampling running, who started it
+    POST   /ah/sampling/start[?seconds=S]    start it (?interval=BYTES, ?nframe=N); 201
+    POST   /ah/sampling/stop                 stop the session started over HTTP
 
 Safety: no object contents in any JSON answer (type names and numbers only;
 a snapshot is written in a directory the server chose, and only the snapshots
@@ -88,6 +93,9 @@ ROUTES_HELP = [
                                                        "to instances of a type (a short name is resolved)"},
     {"method": "GET", "path": "/ah/ui", "does": "the live page (HTML, no network; token in the URL fragment)"},
     {"method": "GET", "path": "/ah/profile", "does": "sampled live heap by allocation site (?key=lineno|filename|traceback, ?top=N); needs memwatch.start_sampling()"},
+    {"method": "GET", "path": "/ah/sampling", "does": "is allocation sampling running, who started it, its counters"},
+    {"method": "POST", "path": "/ah/sampling/start", "does": "start allocation sampling (?interval=BYTES&nframe=N&seconds=S: stop after S seconds)"},
+    {"method": "POST", "path": "/ah/sampling/stop", "does": "stop the sampling started over HTTP"},
     {"method": "GET", "path": "/ah/profile.pprof", "does": "the same as gzipped pprof (go tool pprof http://HOST/ah/profile.pprof)"},
 ]
 
@@ -141,9 +149,16 @@ def _finite(obj: Any) -> Any:
 # --- sampling (issue 11): the profile routes ---
 def _sampling_route(name: str, query: dict) -> tuple[int, Any]:
     from memwatch import heapprofile
+    if name == "sampling":
+        return 200, heapprofile.sampling_info()
+    if name == "sampling_start":
+        return _sampling_start(query)
+    if name == "sampling_stop":
+        return _sampling_stop()
     if not heapprofile.is_sampling():
         raise HTTPError(409, "allocation sampling is not running",
-                        "start it in the service with memwatch.start_sampling() or "
+                        "start it over HTTP with POST /ah/sampling/start[?seconds=N], or in the "
+                        "service with memwatch.start_sampling() or "
                         "memwatch.configure(sample_allocations=True) "
                         "(or run it with memwatch run --sample)")
     prof = heapprofile.take_heap_profile()
@@ -155,6 +170,45 @@ def _sampling_route(name: str, query: dict) -> tuple[int, Any]:
         raise HTTPError(400, f"?key={key!r} is not a key type",
                         "give ?key= lineno, filename or traceback")
     return 200, prof.to_dict(key, _query_int(query, "top", 50, 1, 10000))
+
+
+# An operator turns sampling on for a while, reads /ah/profile, and turns it
+# off; a time limit (?seconds=N) makes sure a forgotten session ends.  Only a
+# session started over HTTP can be stopped over HTTP: one the program or its
+# tracker started feeds their own top_sites and is theirs to stop.
+_MAX_SAMPLING_SECONDS = 7 * 86400
+
+
+def _sampling_start(query: dict) -> tuple[int, Any]:
+    from memwatch import _sampler, heapprofile
+    interval = _query_int(query, "interval", heapprofile.DEFAULT_INTERVAL, 64, 1 << 30)
+    nframe = _query_int(query, "nframe", heapprofile.DEFAULT_NFRAME, 1, _sampler.MAX_NFRAME)
+    seconds = _query_int(query, "seconds", None, 1, _MAX_SAMPLING_SECONDS)
+    try:
+        heapprofile._start(interval, nframe, heapprofile.DEFAULT_MAX_SAMPLES,
+                           heapprofile.DEFAULT_MAX_STACKS, None, owner="http", seconds=seconds)
+    except heapprofile.SamplingError:
+        running = heapprofile._session
+        who = heapprofile._OWNER_WORDS[running["owner"]] if running else "another caller"
+        raise HTTPError(409, f"allocation sampling is already running (started by {who})",
+                        "read its profile with GET /ah/profile; to change its settings, stop it "
+                        "first (POST /ah/sampling/stop stops a session started over HTTP)") from None
+    return 201, heapprofile.sampling_info()
+
+
+def _sampling_stop() -> tuple[int, Any]:
+    from memwatch import heapprofile
+    session = heapprofile._session
+    if session is None:
+        return 200, {"stopped": False, "message": "allocation sampling was not running"}
+    if session["owner"] != "http":
+        raise HTTPError(409, f"this sampling session was started by "
+                        f"{heapprofile._OWNER_WORDS[session['owner']]}, not over HTTP",
+                        "stop it in the service (memwatch.stop_sampling(), or "
+                        "memwatch.configure(sample_allocations=False) for the tracker's)")
+    stopped = heapprofile._stop_session(session)
+    return 200, {"stopped": stopped, "message": "allocation sampling stopped" if stopped
+                 else "allocation sampling had already stopped"}
 # --- end sampling
 
 
@@ -753,6 +807,9 @@ _ROUTES: list[tuple[re.Pattern, dict[str, tuple[str, bool]]]] = [
     # sampling (issue 11)
     (re.compile(r"^/ah/profile/?$"), {"GET": ("profile", True)}),
     (re.compile(r"^/ah/profile\.pprof$"), {"GET": ("profile_pprof", True)}),
+    (re.compile(r"^/ah/sampling/?$"), {"GET": ("sampling", False)}),
+    (re.compile(r"^/ah/sampling/start/?$"), {"POST": ("sampling_start", False)}),
+    (re.compile(r"^/ah/sampling/stop/?$"), {"POST": ("sampling_stop", False)}),
 ]
 
 # Served without the token: the page is static (no data in it); its script
@@ -762,7 +819,8 @@ _PUBLIC_PATH = re.compile(r"^/ah/ui/?$")
 # JSON body fields each POST route takes (a body is optional; the query string
 # says the same).  Anything else is a 400, never silently ignored.
 _BODY_FIELDS = {"start": (), "end": ("top",), "census": ("top",), "gc": (), "snapshot": (),
-                "retainers": ("type", "limit")}
+                "retainers": ("type", "limit"), "sampling_start": ("interval", "nframe", "seconds"),
+                "sampling_stop": ()}
 
 
 def _query_flag(query: dict, name: str) -> bool:
@@ -872,7 +930,7 @@ class Router:
             return 200, st.force_gc()
         if name == "snapshot":
             return 201, st.write_snapshot()
-        if name in ("profile", "profile_pprof"):
+        if name in ("profile", "profile_pprof", "sampling", "sampling_start", "sampling_stop"):
             return _sampling_route(name, query)
         raise HTTPError(500, f"route handler {name!r} missing", "report this as a memwatch bug")
 
