@@ -823,3 +823,38 @@ def test_census_memory_is_given_back_to_the_os(run_script):
     if out.startswith("SKIP"):
         pytest.skip(out)
     assert out.split() == ["calls", "1", "kept", "True", "True"], out
+
+
+class _OneOff:
+    pass
+
+
+class _Steady:
+    pass
+
+
+def test_top_types_ranks_steady_growth_above_a_one_off():
+    # A framework importing its modules on the first request adds far more
+    # than a small leak does over a window, once; the leak grows between
+    # every two censuses and is the one to name first.
+    from memwatch import tracker
+    t = tracker._Tracker()
+    keep_once, keep_leak = [], []
+    t._censuses.append((0.0, t._take_census()))
+    keep_once.extend(_OneOff() for _ in range(30000))       # ~1.7 MB, once
+    keep_leak.extend(_Steady() for _ in range(3000))        # ~170 kB a step
+    t._censuses.append((10.0, t._take_census()))
+    keep_leak.extend(_Steady() for _ in range(3000))
+    rows = t._top_types(0.0)
+    names = [r["what"] for r in rows]
+    steady, once = f"{__name__}._Steady", f"{__name__}._OneOff"
+    assert steady in names and once in names, names
+    by = {r["what"]: r for r in rows}
+    assert by[once]["size_change"] > by[steady]["size_change"]     # bigger, but once
+    assert by[steady]["steady"] is True and by[once]["steady"] is False
+    assert names.index(steady) < names.index(once)
+    assert by[steady]["count_change"] == 6000 and by[once]["count_change"] == 30000
+    # one census interval: steadiness unknown, bytes decide alone
+    rows = t._top_types(10.0)
+    assert all(r["steady"] is None for r in rows)
+    del keep_once, keep_leak

@@ -728,10 +728,11 @@ class _Tracker:
         limit = int(self.options["top_types"] or 0)
         if limit <= 0 or not self._censuses or sys.is_finalizing():
             return []
-        base = self._censuses[0][1]
-        for t, snap in self._censuses:
+        ring = self._censuses
+        first = 0
+        for k, (t, _snap) in enumerate(ring):
             if t <= start + 1e-9:
-                base = snap
+                first = k
             else:
                 break
         try:
@@ -739,19 +740,27 @@ class _Tracker:
         except Exception:
             log.exception("memwatch: census for top_types failed")
             return []
-        old = {name: (base[1][i], base[2][i]) for i, name in enumerate(base[0])}
+        # The baseline at the window's start, every census taken inside the
+        # window, and this one: a type that leaks grows between each two of
+        # them; one that grew once (a framework importing modules on its
+        # first request, a cache filling) does not, however much it added.
+        # Steady growers rank first, then by bytes.
+        points = [_census_table(snap) for _t, snap in ring[first:]] + [_census_table(now)]
+        base, last = points[0], points[-1]
+        segments = len(points) - 1
         rows = []
-        for i, name in enumerate(now[0]):
-            count, size = now[1][i], now[2][i]
-            old_count, old_size = old.get(name, (0, 0))
-            if name == "array.array":   # minus memwatch's own
-                count -= now[3] - base[3]
-                size -= now[4] - base[4]
-            if size > old_size and not name.startswith("memwatch."):
-                rows.append((size - old_size, count - old_count, name))
-        rows.sort(key=lambda r: (-r[0], -r[1], r[2]))
-        return [{"what": name, "count_change": dcount, "size_change": dsize}
-                for dsize, dcount, name in rows[:limit]]
+        for name, (count, size) in last.items():
+            old_count, old_size = base.get(name, (0, 0))
+            if size <= old_size or name.startswith("memwatch."):
+                continue
+            steady = all(b.get(name, (0, 0))[1] > a.get(name, (0, 0))[1]
+                         for a, b in zip(points, points[1:]))
+            rows.append((not steady, old_size - size, old_count - count, name, steady))
+        rows.sort()
+        return [{"what": name, "count_change": -dcount, "size_change": -dsize,
+                 # None: one census interval only, steadiness unknown
+                 "steady": steady if segments > 1 else None}
+                for _unsteady, dsize, dcount, name, steady in rows[:limit]]
 
     # -- delivering ----------------------------------------------------------------
 
@@ -1114,6 +1123,18 @@ def _recent_instance(tp: type, recent: list) -> Any:
         if type(recent[i]) is tp:
             return recent[i]
     return None
+
+
+def _census_table(snap: tuple) -> dict[str, tuple[int, int]]:
+    """A baseline census as {type name: (count, bytes)}, memwatch's own
+    arrays (the baselines themselves, the detector's history) taken out of
+    ``array.array``."""
+    names, counts, sizes, own_count, own_size = snap
+    table = {name: (counts[i], sizes[i]) for i, name in enumerate(names)}
+    arr = table.get("array.array")
+    if arr is not None:
+        table["array.array"] = (arr[0] - own_count, arr[1] - own_size)
+    return table
 
 
 def _add_holders(info: dict[str, Any], limit: int, estimate: float, recent: list) -> None:
