@@ -175,14 +175,27 @@ def xml_key(nodeid: str) -> str:
     return ".".join([path, *parts[1:-1]]) + "::" + parts[-1]
 
 
-PLUGIN = ["-p", "memwatch.pytest_plugin", "--memwatch-leaks"]
+def plugin_args(python: Path) -> list[str]:
+    """``--memwatch-leaks``, with ``-p memwatch.pytest_plugin`` unless the
+    suite's interpreter already finds memwatch's pytest11 entry point (a
+    ``memwatch.egg-info`` in ``src`` from a pip build): loading it twice is
+    pytest's "Plugin already registered under a different name"."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT / "src")
+    probe = ("import importlib.metadata as m; "
+             "print(any(e.value.split(':')[0] == 'memwatch.pytest_plugin' "
+             "for e in m.entry_points(group='pytest11')))")
+    found = subprocess.run([str(python), "-c", probe], env=env, capture_output=True,
+                           text=True).stdout.strip() == "True"
+    return ["--memwatch-leaks"] if found else ["-p", "memwatch.pytest_plugin", "--memwatch-leaks"]
 
 
 def bench(suite: Suite, cache: Path) -> dict:
     python, work = prepare(suite, cache)
     xml_plain, xml_plugin = work / "plain.xml", work / "plugin.xml"
     cpu_plain, wall_plain, out_plain = run_pytest(python, work, suite, [], xml_plain)
-    cpu_plugin, wall_plugin, out_plugin = run_pytest(python, work, suite, PLUGIN, xml_plugin)
+    plugin_opts = plugin_args(python)
+    cpu_plugin, wall_plugin, out_plugin = run_pytest(python, work, suite, plugin_opts, xml_plugin)
     # Plain once more, after: the plain time is the mean of the runs either
     # side of the plugin's (the machine's load drifts).
     cpu_plain2, wall_plain2, _ = run_pytest(python, work, suite, [], work / "plain2.xml")
@@ -200,7 +213,7 @@ def bench(suite: Suite, cache: Path) -> dict:
             continue
         # Alone, in a fresh interpreter: flagged again means the growth went
         # on over the confirmation calls with no other test around it.
-        _, _, alone = run_pytest(python, work, suite, PLUGIN, work / "alone.xml",
+        _, _, alone = run_pytest(python, work, suite, plugin_opts, work / "alone.xml",
                                  paths=[nodeid])
         head = re.search(r"leaks: .*", alone)
         if re.search(r"^LEAK ", alone, re.M):

@@ -461,6 +461,22 @@ def _settle(collect: Callable[[], int]) -> None:
     # callbacks can free more.
     if collect():
         collect()
+    _clear_type_cache()
+
+
+# CPython's type attribute cache (4096 slots) keeps a strong reference to the
+# name of each lookup it caches.  A name built at run time ('visit_' +
+# node.__class__.__name__ in ast.NodeVisitor, pickle's global names, inspect)
+# is a new str object on every call, and each one stays alive in a slot until
+# another lookup evicts it: the allocator's blocks then grow by a few a call,
+# for thousands of calls, with no type growing in a census (the cache is no
+# object the walk sees).  Measured on toolz's suite: 22 of its 190 tests went
+# on to a census for that alone, and every one was flat with the cache
+# emptied before each reading.  Emptying it only costs the next lookups a
+# miss.  (3.14 deprecates _clear_type_cache for _clear_internal_caches.)
+_clear_type_cache: Callable[[], None] = (
+    getattr(sys, "_clear_type_cache", None) if sys.version_info < (3, 14)
+    else getattr(sys, "_clear_internal_caches", None)) or (lambda: None)
 
 
 def _malloc_in_use_function() -> Callable[[], int] | None:
@@ -546,6 +562,7 @@ class _Screen:
             _settle(quiet_collect)
         else:
             quiet_collect(1)
+            _clear_type_cache()
         _fill_free_lists()
         self.blocks.append(sys.getallocatedblocks())
         self.bytes.append(self.in_use() if self.in_use is not None else 0)
@@ -859,42 +876,18 @@ def _judge(raws: list[Any], *, label: str, warmup: int, runs: int, tolerance: fl
 # Retainer paths for the failure message
 # --------------------------------------------------------------------------
 
-_PLAIN_CONTAINERS = (list, tuple, set, frozenset)
-
-
 def _live_objects() -> list[Any]:
-    """Every object the GC tracks, and the untracked ones (str, int, bytes,
-    float, untracked tuples and dicts) that plain containers hold, as strong
-    references.  Only ``gc.get_objects()`` and iteration of exact lists,
-    tuples, sets and dicts: no ``tp_traverse`` pointers are turned into
-    references (on CPython 3.12 that can pick up a stale pointer from a
-    finished coroutine and corrupt the GC; see the report of issue 4)."""
-    import gc
-    is_tracked = gc.is_tracked
-    tracked = gc.get_objects()
-    seen = set(map(id, tracked))
-    found = list(tracked)
-    frontier = tracked
-    while frontier:
-        nxt = []
-        for obj in frontier:
-            tp = type(obj)
-            try:
-                if tp is dict:
-                    items: Any = (*obj.keys(), *obj.values())
-                elif tp in _PLAIN_CONTAINERS:
-                    items = tuple(obj)
-                else:
-                    continue
-            except RuntimeError:     # changed size under another thread
-                continue
-            for item in items:
-                if not is_tracked(item) and id(item) not in seen:
-                    seen.add(id(item))
-                    nxt.append(item)
-        found.extend(nxt)
-        frontier = nxt
-    return found
+    """Every object on the heap (tracked or not), as strong references: the
+    census walk in C (``keep_objects``), which takes its references at the
+    end of the walk, while the walk still pins every object it counted, and
+    never one to an object with no reference left (a stale pointer CPython
+    3.12 leaves to a free-listed object).  It allocates a handful of blocks,
+    so it costs the same with tracemalloc tracing: the Python scan it
+    replaced (gc.get_objects() and a walk through the plain containers)
+    allocated an object or two per object seen, each one traced with 16
+    frames: 6-9 s a scan on toolz's suite, against 0.1 s."""
+    from memwatch import _core
+    return _core.walk(keep_objects=True).objects
 
 
 _TRACE_FRAMES = 16             # tracemalloc frames kept while finding examples
