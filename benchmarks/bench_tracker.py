@@ -179,7 +179,13 @@ PYPERFORMANCE = ["richards", "json_dumps", "gc_traversal", "nbody", "float", "de
 PYPERF_SHIM = r'''
 import argparse, json, runpy, sys, time, types
 script, config, loops, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-if config != "plain":
+if config == "imported":
+    # memwatch and everything the tracker imports, and no tracker: what the
+    # imports alone change (the heap's layout, so the type attribute cache's
+    # collisions and dict layouts) apart from what the tracker does.
+    import memwatch, memwatch.tracker, memwatch._gchook, memwatch._deferred, memwatch._verdict
+    import memwatch._measures, memwatch._core
+elif config != "plain":
     import memwatch
     import os
     if os.environ.get("MEMWATCH_BENCH_TIME_SCALE"):
@@ -374,7 +380,8 @@ def main():
                         help="view 3: native seconds of loops per callgrind run (default 0.2)")
     parser.add_argument("--configs", default="plain,tracked",
                         help="view 3 configurations: plain, tracked (defaults), callbacks "
-                             "(gc_callbacks=True), no-callbacks (gc_callbacks=False)")
+                             "(gc_callbacks=True), no-callbacks (gc_callbacks=False), imported "
+                             "(memwatch's modules imported, no tracker)")
     args = parser.parse_args()
     if args.pyperformance:
         pyperformance(args.pyperformance, args.benchmarks.split(","), args.repeat,

@@ -445,3 +445,25 @@ def test_names_only_the_type_cache_holds_survive_the_walk(run_script):
     """)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["dead_kept"] == 0, result
+
+
+def test_new_objects_matches_a_python_reference():
+    # The pytest plugin's example finder: objects of the given types whose
+    # address is not among the old ones (sorted array('Q')), order kept.
+    import random
+    from array import array
+    rng = random.Random(7)
+    objects = [rng.choice([{}, [], (), 1.5, "s", object(), set()]) for _ in range(3000)]
+    objects = [type(o)() if type(o) is not float else rng.random() for o in objects]
+    old = rng.sample(objects, 1000)
+    before = array("Q", sorted(id(o) for o in old))
+    for types in [(dict,), (dict, list), (float, object, set), (), (int,)]:
+        expect = [o for o in objects if type(o) in types and id(o) not in set(before)]
+        got = _core.new_objects(objects, types, before)
+        assert len(got) == len(expect) and all(a is b for a, b in zip(got, expect)), types
+    assert _core.new_objects([], (dict,), array("Q")) == []
+    assert _core.new_objects(objects, (dict,), array("Q")) == [o for o in objects if type(o) is dict]
+    with pytest.raises(ValueError, match="dtype mismatch"):
+        _core.new_objects(objects, (dict,), array("d", [1.0]))
+    with pytest.raises(TypeError):
+        _core.new_objects(tuple(objects), (dict,), before)

@@ -1,4 +1,6 @@
 """Type stubs for the C heap walk (memwatch._core, written in Cython)."""
+from typing import Any
+
 
 _SELF_CHECK_MISMATCHES: list[tuple[str, int, int]]
 
@@ -37,6 +39,9 @@ def release_records(census: RawCensus) -> None:
 
 def inline_size(obj: object) -> int | None:
     """Test harness: the size the walk computes without sys.getsizeof."""
+
+def new_objects(objects: list[Any], types: tuple[type, ...], addresses: Any) -> list[Any]:
+    """Objects of these types whose address is not in the sorted array('Q')."""
 
 def gc_head_size() -> int: ...
 def _self_check() -> list[tuple[str, int, int]]: ...
