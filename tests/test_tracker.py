@@ -858,3 +858,36 @@ def test_top_types_ranks_steady_growth_above_a_one_off():
     rows = t._top_types(10.0)
     assert all(r["steady"] is None for r in rows)
     del keep_once, keep_leak
+
+
+def test_back_to_back_full_collections_are_counted_not_each_sampled():
+    # pyperformance gc_traversal collects every 2.5 ms: with nobody listening
+    # to 'stats', one sample per min_spacing is enough for the verdict, the
+    # others are counted only.
+    memwatch.configure(gc_callbacks=True, timer_interval=None, sample_interval=None)
+    memwatch.on("leak", lambda info: None)
+    assert wait_for(lambda: memwatch.tracker_info()["gc_callbacks"])
+    info0 = memwatch.tracker_info()
+    spacing = tracker._tracker.min_spacing
+    t = time.monotonic()
+    for _ in range(40):
+        gc.collect()
+    elapsed = time.monotonic() - t
+    assert wait_for(lambda: memwatch.tracker_info()["samples"] >= info0["samples"] + 1)
+    info = memwatch.tracker_info()
+    assert info["num_full_gc"] - info0["num_full_gc"] == 40        # every one counted
+    coalesced = info["coalesced_gc"] - info0["coalesced_gc"]
+    sampled = 40 - coalesced
+    assert 1 <= sampled <= elapsed / spacing + 2, (sampled, elapsed)
+    # memwatch.gc() always gets its own sample, however soon after another
+    n = memwatch.tracker_info()["samples"]
+    got = memwatch.gc()
+    assert got is not None and memwatch.tracker_info()["samples"] == n + 1
+    # a 'stats' listener hears every full collection
+    heard = []
+    memwatch.on("stats", heard.append)
+    before = memwatch.tracker_info()["coalesced_gc"]
+    for _ in range(10):
+        gc.collect()
+    assert wait_for(lambda: len(heard) >= 10)
+    assert memwatch.tracker_info()["coalesced_gc"] == before
