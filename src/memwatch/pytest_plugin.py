@@ -1017,18 +1017,14 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     wanted_set = set(wanted)
     names: dict[type, str] = {}
 
-    def wanted_types(objects: list[Any]) -> set[type]:
-        # One name per distinct type (kept, so the same str objects serve both scans).
-        for tp in set(map(type, objects)):
-            if tp not in names:
-                names[tp] = type_name(tp)
-        return {tp for tp, name in names.items() if name in wanted_set}
-
+    # Both scans hold every object only for a few C calls (set, map, sorted,
+    # new_objects: no bytecode runs, so no other thread does): another
+    # thread's tuple(generator) must never find its tuple shared (see
+    # docs/DEVELOPING.md).  The old addresses go into a C array, not a set of
+    # ints: no int made here survives into the second scan.
     _settle(quiet_collect)
     objects = _live_objects()
-    types = wanted_types(objects)
-    # Addresses in a C array, not a set of ints: no new int survives the call.
-    before = array("Q", sorted(id(o) for o in objects if type(o) in types))
+    before = array("Q", sorted(map(id, objects)))
     del objects
     was_tracing = tracemalloc.is_tracing()
     if not was_tracing:
@@ -1044,17 +1040,20 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     try:
         call()
         _settle(quiet_collect)
+        # The new objects, picked in C: while tracemalloc traces, a Python
+        # loop over the heap (an id() int per object, a set of the old
+        # addresses) cost 60-200 us an object on toolz's suite.
         objects = _live_objects()
-        types = wanted_types(objects)
-        # The new objects of the wanted types, picked in C: while tracemalloc
-        # traces, a Python loop over the heap (an id() int per object, a set
-        # of the old addresses) cost 60-200 us an object on toolz's suite.
-        new = _core.new_objects(objects, tuple(types), before)
+        new = _core.new_objects(objects, tuple(set(map(type, objects))), before)
         del objects
+        for tp in set(map(type, new)):
+            if tp not in names:
+                names[tp] = type_name(tp)
+        types = {tp for tp, name in names.items() if name in wanted_set}
         mine = {id(x) for x in (*names.values(), *own, *found.values(), *reused.values(),
                                 before, new)}
         for obj in new:
-            if id(obj) in mine:
+            if type(obj) not in types or id(obj) in mine:
                 continue
             traceback = tracemalloc.get_object_traceback(obj)
             if traceback is None and not was_tracing:
