@@ -43,6 +43,9 @@ def inline_size(obj: object) -> int | None:
 def new_objects(objects: list[Any], types: tuple[type, ...], addresses: Any) -> list[Any]:
     """Objects of these types whose address is not in the sorted array('Q')."""
 
+def trim_free_memory() -> bool:
+    """glibc's malloc_trim(0); False where there is none."""
+
 def gc_head_size() -> int: ...
 def _self_check() -> list[tuple[str, int, int]]: ...
 def _after_fork_in_child() -> bool:

@@ -1208,6 +1208,34 @@ def new_objects(list objects not None, tuple types not None, addresses):
     return out
 
 
+cdef extern from *:
+    """
+    #if defined(__GLIBC__)
+    #include <malloc.h>
+    static int mw_malloc_trim(void) { return malloc_trim(0); }
+    #define MW_HAVE_MALLOC_TRIM 1
+    #else
+    static int mw_malloc_trim(void) { return 0; }
+    #define MW_HAVE_MALLOC_TRIM 0
+    #endif
+    """
+    int mw_malloc_trim() nogil
+    int MW_HAVE_MALLOC_TRIM
+
+
+def trim_free_memory():
+    """Give glibc's free heap memory back to the OS (``malloc_trim(0)``), as
+    after a walk has freed its bookkeeping.  Returns False where there is no
+    such call (musl, macOS, Windows: nothing done).  In C rather than through
+    ctypes: ctypes is ~340 objects that every full collection of the watched
+    program would traverse."""
+    if not MW_HAVE_MALLOC_TRIM:
+        return False
+    with nogil:
+        mw_malloc_trim()
+    return True
+
+
 def gc_head_size():
     """Bytes of the GC pre-header this build assumes (``sizeof(PyGC_Head)``)."""
     return MW_GC_HEAD_SIZE

@@ -28,20 +28,21 @@ that the running drain picks up after the current job returns.
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
 import time
 from collections import deque
-from typing import Callable
+TYPE_CHECKING = False   # typing is ~700 objects that every full collection traverses
+if TYPE_CHECKING:
+    from typing import Callable
 
 try:  # the C helper; without it every job goes through the worker thread
     from memwatch import _gchook
 except ImportError:  # pragma: no cover - source checkout without a build
     _gchook = None
 
-log = logging.getLogger("memwatch")
+from memwatch._log import log  # noqa: E402 - logging is imported on first use
 
 _jobs: deque = deque()
 _drain_lock = threading.Lock()      # held by the one thread draining

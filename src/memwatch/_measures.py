@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Callable
+TYPE_CHECKING = False   # typing is ~700 objects that every full collection traverses
+if TYPE_CHECKING:
+    from typing import Callable
 
 __all__ = ["Measure", "get_measure", "read_rss", "rss_source", "check_readable",
            "MeasureUnavailable", "MEASURES", "trim_free_memory"]
@@ -69,7 +71,6 @@ def read_rss() -> int | None:
         return None
 
 
-_trim: Callable[[int], int] | None | bool = None
 
 
 def trim_free_memory() -> None:
@@ -83,22 +84,8 @@ def trim_free_memory() -> None:
     second census of a 500k-dict heap, 0.7 ms to trim back to the heap's own
     size; leak_bigheap_untracked was reported 67 s after it began, not 60).
     Elsewhere (musl, macOS, Windows) there is nothing to call: a no-op."""
-    global _trim
-    fn = _trim
-    if fn is None:
-        fn = False
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
-                found = ctypes.CDLL(None).malloc_trim
-                found.argtypes = [ctypes.c_size_t]
-                found.restype = ctypes.c_int
-                fn = found
-            except (OSError, AttributeError):
-                pass        # not glibc
-        _trim = fn
-    if fn:
-        fn(0)
+    from memwatch import _core
+    _core.trim_free_memory()
 
 
 def rss_source() -> str | None:

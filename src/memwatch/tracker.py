@@ -98,7 +98,6 @@ fragmentation raises RSS, never the number of live allocations.
 from __future__ import annotations
 
 import gc as _gc
-import logging
 import os
 import sys
 import threading
@@ -106,7 +105,9 @@ import time
 from array import array
 from collections import deque
 from datetime import datetime, timezone
-from typing import Any, Callable
+TYPE_CHECKING = False   # typing is ~700 objects that every full collection traverses
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 from memwatch import _deferred, _gchook
 from memwatch._gcstate import (in_quiet_collection, quiet_blocks_open, quiet_collect,
@@ -118,7 +119,7 @@ from memwatch.formatting import format_duration, format_rate
 
 __all__ = ["on", "once", "off", "start", "stop", "configure", "gc", "tracker_info", "EVENTS"]
 
-log = logging.getLogger("memwatch")
+from memwatch._log import log  # noqa: E402 - logging is imported on first use
 
 EVENTS = ("stats", "leak")
 
@@ -853,8 +854,8 @@ class _Tracker:
             self._reset_state()
             self._apply_options()
             _check_measure(self.measure)
-            # Loads ctypes (malloc_trim) now, before the first census: imported
-            # at a census, its types showed up in top_types as growth.
+            # malloc_trim is C (memwatch._core), so nothing is imported for it
+            # at the first census (ctypes was, and showed up in top_types).
             trim_free_memory()
             self.running = True
             self.implicit = implicit
