@@ -457,8 +457,12 @@ def test_new_objects_matches_a_python_reference():
     objects = [type(o)() if type(o) is not float else rng.random() for o in objects]
     old = rng.sample(objects, 1000)
     before = array("Q", sorted(id(o) for o in old))
-    for types in [(dict,), (dict, list), (float, object, set), (), (int,)]:
-        expect = [o for o in objects if type(o) in types and id(o) not in set(before)]
+    assert _core.sorted_addresses(old) == before
+    assert _core.sorted_addresses([]) == array("Q")
+    assert _core.sorted_addresses([old[0]]) == array("Q", [id(old[0])])
+    for types in [(dict,), (dict, list), (float, object, set), (), (int,), None]:
+        expect = [o for o in objects
+                  if (types is None or type(o) in types) and id(o) not in set(before)]
         got = _core.new_objects(objects, types, before)
         assert len(got) == len(expect) and all(a is b for a, b in zip(got, expect)), types
     assert _core.new_objects([], (dict,), array("Q")) == []
@@ -467,3 +471,7 @@ def test_new_objects_matches_a_python_reference():
         _core.new_objects(objects, (dict,), array("d", [1.0]))
     with pytest.raises(TypeError):
         _core.new_objects(tuple(objects), (dict,), before)
+    with pytest.raises(TypeError):
+        _core.new_objects(objects, [dict], before)
+    with pytest.raises(TypeError):
+        _core.sorted_addresses(tuple(objects))

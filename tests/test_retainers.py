@@ -345,3 +345,37 @@ def test_a_tuple_being_filled_in_another_thread_is_not_disturbed():
     assert "error" not in result, result["error"]
     assert result["tuple"] == (0, 1, 2, *range(30))
     assert keep
+
+
+def test_one_search_for_many_targets_finds_each_ones_shortest_path(app_module):
+    # The pytest plugin's example candidates: shortest_paths_many builds one
+    # heap graph for all of them and must find, for each, the chain the
+    # one-target search finds; None for one that nothing but the tuple holds.
+    from memwatch import _graph
+    from memwatch.retainer_paths import _build_path
+    Session = _class("Session")
+    app_module.CACHE = [Session() for _ in range(3)]
+    app_module.NESTED = {"a": {"b": [Session()]}}
+    app_module.HOLDER = app_module.CACHE[1]
+    app_module.KLASS = _class("Made")
+    garbage_free = Session()            # held by this frame only
+    targets = (app_module.CACHE[2], app_module.NESTED["a"]["b"][0], app_module.CACHE[1],
+               app_module.KLASS, app_module.NESTED["a"], Session())
+    mine = [list(targets)]
+    chains, roots = _graph.shortest_paths_many(targets, (mine,))
+    assert len(chains) == len(targets)
+    texts = [str(_build_path(c, roots)) if c is not None else None for c in chains]
+    assert texts[:5] == [
+        "app.handlers -> dict 'CACHE' -> list[2] -> app.Session",
+        "app.handlers -> dict 'NESTED' -> dict 'a' -> dict 'b' -> list[0] -> app.Session",
+        "app.handlers -> dict 'HOLDER' -> app.Session",
+        "app.handlers -> dict 'KLASS' -> type",
+        "app.handlers -> dict 'NESTED' -> dict 'a' -> dict",
+    ]
+    assert texts[5] is None             # the tuple is no path, nor the ignored list
+    for target, chain in zip(targets[:5], chains):
+        one, one_roots = _graph.shortest_paths(target, False, 1, (mine, targets))
+        assert chain[-1] is target and [id(o) for o in one[0]] == [id(o) for o in chain]
+    del chains, one, chain
+    assert _graph.shortest_paths_many((), ()) == ([], {})
+    assert garbage_free

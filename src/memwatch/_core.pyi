@@ -25,8 +25,10 @@ class RawCensus:
     def rows(self) -> list[tuple[str, int, int]]: ...
     def record_ids(self) -> list[int]: ...
 
-def walk(tracked_only: bool = False, record: bool = False, keep_objects: bool = False) -> RawCensus:
-    """Count every object on the heap by type (sizes equal sys.getsizeof)."""
+def walk(tracked_only: bool = False, record: bool = False, keep_objects: bool = False,
+         sizes: bool = True) -> RawCensus:
+    """Count every object on the heap by type (sizes equal sys.getsizeof;
+    all 0 with ``sizes=False``)."""
 
 def type_name(tp: type) -> str:
     """``'dict'`` for builtins, ``'package.module.Qual.Name'`` otherwise."""
@@ -40,8 +42,12 @@ def release_records(census: RawCensus) -> None:
 def inline_size(obj: object) -> int | None:
     """Test harness: the size the walk computes without sys.getsizeof."""
 
-def new_objects(objects: list[Any], types: tuple[type, ...], addresses: Any) -> list[Any]:
-    """Objects of these types whose address is not in the sorted array('Q')."""
+def sorted_addresses(objects: list[Any]) -> Any:
+    """The objects' addresses, sorted, as an array('Q') (for new_objects)."""
+
+def new_objects(objects: list[Any], types: tuple[type, ...] | None, addresses: Any) -> list[Any]:
+    """Objects (of these types; any type for None) whose address is not in
+    the sorted array('Q')."""
 
 def trim_free_memory() -> bool:
     """glibc's malloc_trim(0); False where there is none."""

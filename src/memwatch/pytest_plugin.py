@@ -881,13 +881,14 @@ def _live_objects() -> list[Any]:
     census walk in C (``keep_objects``), which takes its references at the
     end of the walk, while the walk still pins every object it counted, and
     never one to an object with no reference left (a stale pointer CPython
-    3.12 leaves to a free-listed object).  It allocates a handful of blocks,
-    so it costs the same with tracemalloc tracing: the Python scan it
-    replaced (gc.get_objects() and a walk through the plain containers)
-    allocated an object or two per object seen, each one traced with 16
-    frames: 6-9 s a scan on toolz's suite, against 0.1 s."""
+    3.12 leaves to a free-listed object).  Unsized, it allocates a handful
+    of blocks, so it costs the same with tracemalloc tracing: the Python
+    scan it replaced (gc.get_objects() and a walk through the plain
+    containers) allocated an object or two per object seen, each one traced
+    with 16 frames: 6-9 s a scan on toolz's suite, against 0.03 s.  (Sized,
+    each C __sizeof__ returns a new int, traced too: 0.3 s.)"""
     from memwatch import _core
-    return _core.walk(keep_objects=True).objects
+    return _core.walk(keep_objects=True, sizes=False).objects
 
 
 _TRACE_FRAMES = 16             # tracemalloc frames kept while finding examples
@@ -955,20 +956,14 @@ def _thread_target(thread: Any) -> str | None:
     return None
 
 
-def _holder_path(obj: Any, ignore: tuple[Any, ...]) -> str | None:
-    """The shortest retainer path of the object itself (for a class: of the
-    class, never of its instances), with the holders named as a reader looks
-    for them: ``gc.garbage`` when that list holds it, a thread's target when
-    a thread holds it (or is it)."""
+def _holder_path(chain: list[Any], roots: dict[int, str]) -> str:
+    """A shortest retainer chain of an object itself (for a class: of the
+    class, never of its instances) as text, with the holders named as a
+    reader looks for them: ``gc.garbage`` when that list holds it, a thread's
+    target when a thread holds it (or is it)."""
     import gc
     import threading
-    from memwatch import _graph
     from memwatch.retainer_paths import _build_path
-    chains, roots = _graph.shortest_paths(obj, False, 1, ignore)
-    if not chains:
-        return None
-    chain = chains[0]
-    del chains
     path = _build_path(chain, roots)
     text = str(path)
     start = 1 if chain and chain[0] is None else 0
@@ -989,7 +984,7 @@ def _holder_path(obj: Any, ignore: tuple[Any, ...]) -> str | None:
         target = _thread_target(thread)
         if target:
             text += f" (thread {thread.name!r} running {target})"
-    del chain, thread
+    del thread
     return text
 
 
@@ -1009,7 +1004,7 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     for name in wanted:
         m.examples[name] = None
     try:
-        from memwatch import _graph  # noqa: F401
+        from memwatch import _graph
         from memwatch.retainer_paths import _build_path  # noqa: F401
     except ImportError:
         m.example_note = "memwatch.retainers() is not available in this memwatch"
@@ -1024,7 +1019,7 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     # ints: no int made here survives into the second scan.
     _settle(quiet_collect)
     objects = _live_objects()
-    before = array("Q", sorted(map(id, objects)))
+    before = _core.sorted_addresses(objects)
     del objects
     was_tracing = tracemalloc.is_tracing()
     if not was_tracing:
@@ -1035,7 +1030,7 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     # was allocated before tracing began, so the leaked object itself is often
     # one of these.  Tried after those with a traceback of their own.
     reused: dict[str, list[Any]] = {n: [] for n in wanted}
-    sites: dict[int, str] = {}
+    sites: dict[int, list[Any]] = {}
     own = (found, reused, sites, names)
     try:
         call()
@@ -1044,7 +1039,7 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
         # loop over the heap (an id() int per object, a set of the old
         # addresses) cost 60-200 us an object on toolz's suite.
         objects = _live_objects()
-        new = _core.new_objects(objects, tuple(set(map(type, objects))), before)
+        new = _core.new_objects(objects, None, before)
         del objects
         for tp in set(map(type, new)):
             if tp not in names:
@@ -1069,7 +1064,9 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
                 continue           # memwatch's (or pytest's) own bookkeeping
             bucket.append(obj)
             if frames:
-                sites[id(obj)] = _format_site(frames)
+                # Formatted once tracing is off, for the example shown only
+                # (it reads source lines).
+                sites[id(obj)] = frames
         # (The last bucket is no holder: drop this frame's name for it.)
         obj = bucket = None
         del new, mine, types
@@ -1077,18 +1074,21 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
         if not was_tracing:
             tracemalloc.stop()
     del before
-    for name in wanted:
-        # Those with a traceback first (popped from the end).
-        candidates = reused.pop(name)[::-1] + found.pop(name)[::-1]
-        while candidates:
-            # Passed straight from the list: this frame holds no name for it,
-            # and the plugin's own containers are no path.
-            site = sites.get(id(candidates[-1]))
-            path = _holder_path(candidates.pop(), (*own, candidates))
-            if path:
-                m.examples[name] = path + (f"\n      allocated at {site}" if site else "")
-                break
-        del candidates
+    # Every candidate of every type in one search (a heap graph costs about
+    # 70 ms on a pytest session's heap), those with a traceback first.  The
+    # tuple is their only holder here: this frame keeps no name for any.
+    order = [name for name in wanted for _ in range(len(found[name]) + len(reused[name]))]
+    targets = tuple(x for name in wanted for x in (*found.pop(name), *reused.pop(name)))
+    chains, roots = _graph.shortest_paths_many(targets, own)
+    target = chain = None
+    for name, target, chain in zip(order, targets, chains):
+        if chain is None or m.examples[name] is not None:
+            continue
+        frames = sites.get(id(target))
+        site = _format_site(frames) if frames else ""
+        m.examples[name] = (_holder_path(chain, roots)
+                            + (f"\n      allocated at {site}" if site else ""))
+    del targets, chains, target, chain
 
 
 # --------------------------------------------------------------------------
