@@ -456,11 +456,13 @@ def _describe(exc: BaseException) -> str:
     return f"raised {type(exc).__name__}" + (f": {first}" if first else "")
 
 
-def _settle(collect: Callable[[], int]) -> None:
+def _settle(collect: Callable[..., int]) -> None:
     # A second pass when the first found garbage: finalizers and weakref
-    # callbacks can free more.
+    # callbacks can free more, and what they drop or make is new, so a young
+    # collection finds it (a full one costs as much as the first: 5-160 ms on
+    # a pytest session's heap, and a third of the passes found garbage).
     if collect():
-        collect()
+        collect(0)
     _clear_type_cache()
 
 
@@ -563,15 +565,24 @@ class _Screen:
         else:
             quiet_collect(1)
             _clear_type_cache()
-        _fill_free_lists()
-        self.blocks.append(sys.getallocatedblocks())
-        self.bytes.append(self.in_use() if self.in_use is not None else 0)
         full = gc.get_stats()[-1]["collections"]
         # (After a full collection of its own, an automatic one hid nothing.)
         if full != self.full_collections and not self.full:
             if self.full_collections >= 0:
-                self.since = len(self.blocks) - 1
+                self.since = len(self.blocks)      # this sample
             self.full_collections = full
+        del full
+        # What the pass itself keeps is in place before the counters are
+        # read, so it is no step between two samples: the arrays' room for
+        # this sample, the collection count (an int object above 256).  An
+        # empty test's first step was +5 blocks before (the arrays' first
+        # buffers, that int, the timer's floats and the loop's iterator).
+        blocks, in_use = self.blocks, self.bytes
+        blocks.append(0)
+        in_use.append(0)
+        _fill_free_lists()
+        blocks[-1] = sys.getallocatedblocks()
+        in_use[-1] = self.in_use() if self.in_use is not None else 0
 
     def judged(self, last: int = 2) -> bool:
         """Whether the ``last`` latest steps came after any full collection."""
@@ -589,8 +600,9 @@ class _Screen:
                 or all(s[i] - s[i - 1] > tolerance for i in steps))
 
 
-# The first pass: 3 calls.  When they grew and a call is cheap (at most
-# _SCREEN_CHEAP seconds), it goes on to _SCREEN_CALLS calls and the growth
+# The first pass: 3 calls (2 when the first step grew nothing).  When they
+# grew and a call is cheap (at most _SCREEN_CHEAP seconds), it goes on to
+# _SCREEN_CALLS calls and the growth
 # must go on over the last _SCREEN_LAST steps: what grows over the first few
 # calls and then stops (glibc's per-thread cache of freed chunks filling,
 # which mallinfo2 counts as in use; first-call caches; 3.14's specialising
@@ -653,20 +665,28 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
 
     if screen:
         first = _Screen()
-        invoke()
-        first.sample()
-        # The first call's own first-time work is not its cost.
-        t0, c0 = perf(), time.process_time()
-        for _ in range(2):
+        flat = False
+        for i in range(3):
             invoke()
+            if i == 0:
+                # The first call's own first-time work is not its cost.
+                # (Taken before the first sample, as is the loop's iterator:
+                # what the pass itself holds is no step between samples.)
+                t0, c0 = perf(), time.process_time()
             first.sample()
+            if i == 1 and not first.grew(tolerance, 1):
+                # Growth must show on both steps: a first step that grew
+                # neither counter (after no full collection) settles it,
+                # and the third call is saved.
+                flat = True
+                break
         # The samples' own cost (a young collection, the free lists) is
         # counted with the calls: cheap enough either way.  CPU time decides
         # (a loaded machine does not make a call dear); wall time bounds it
         # (a test that sleeps or waits is dear).
-        cheap = ((time.process_time() - c0) / 2 <= _SCREEN_CHEAP
+        cheap = (not flat and (time.process_time() - c0) / 2 <= _SCREEN_CHEAP
                  and (perf() - t0) / 2 <= _SCREEN_CHEAP_WALL)
-        grew = first.grew(tolerance)
+        grew = not flat and first.grew(tolerance)
         if grew and cheap:
             while calls < _SCREEN_CALLS or (not first.judged(_SCREEN_LAST)
                                             and calls < _SCREEN_CALLS + _SCREEN_LAST):
