@@ -475,3 +475,29 @@ def test_new_objects_matches_a_python_reference():
         _core.new_objects(objects, [dict], before)
     with pytest.raises(TypeError):
         _core.sorted_addresses(tuple(objects))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_fill_tuple_free_lists_leaves_them_full_and_the_gc_as_it_was(enabled):
+    # The plugin's first pass reads sys.getallocatedblocks() with the tuple
+    # free lists full: a second fill then adds no block, and a tuple made and
+    # dropped moves none.
+    import gc
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        gc.collect()                   # a full collection empties the free lists
+        empty = sys.getallocatedblocks()
+        _core.fill_tuple_free_lists()
+        assert gc.isenabled() is enabled
+        before = sys.getallocatedblocks()
+        assert before - empty >= 19 * 2000 * 9 // 10     # the lists hold them now
+        _core.fill_tuple_free_lists()
+        n = len(sys.argv) + 2          # a tuple size the compiler cannot fold
+        for size in (1, 2, 5, 19):
+            t = tuple(range(size + n - n))
+            del t
+        assert abs(sys.getallocatedblocks() - before) <= 2
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()

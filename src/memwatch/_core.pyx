@@ -1198,6 +1198,58 @@ def sorted_addresses(list objects not None):
     return out
 
 
+cdef extern from "Python.h":
+    PyObject* PyTuple_New(Py_ssize_t n)
+    void Py_DECREF(PyObject* o)
+
+# CPython keeps freed tuples of 1 to 19 items for reuse, up to 2000 of each
+# size (PyTuple_MAXSAVESIZE 20, PyTuple_MAXFREELIST 2000 on 3.10 to 3.15).
+DEF _TUPLE_SIZES = 20
+DEF _TUPLES_KEPT = 2000
+
+
+def fill_tuple_free_lists():
+    """Leave CPython's tuple free lists full: make 2000 tuples of each size
+    from 1 to 19 at once, then drop them all.
+
+    The pytest plugin's first pass compares ``sys.getallocatedblocks()``
+    between calls, and a free-listed tuple is an allocated block: a test
+    that makes its tuples at one size and frees them at another (a tuple
+    resized while built) moves a few dozen blocks a call into a free list
+    that fills over some 80 calls, which reads as growth (packaging's
+    ``test_requirements``: +25 blocks a call, 46% of its tests sent on to the
+    full-collection pass).  Full before each reading, the lists move no
+    block, and a leaked tuple (taken from a list) is a new block again.
+    About 38,000 allocations: called only where growth was already seen.
+    The GC is held off meanwhile (no collection runs while the tuples
+    exist) and restored on every path."""
+    cdef PyObject** held = <PyObject**>_malloc(_TUPLES_KEPT * sizeof(PyObject*))
+    cdef Py_ssize_t n, i, made
+    cdef int was_enabled
+    cdef bint failed = False
+    if held == NULL:
+        raise MemoryError("memwatch: cannot allocate room to fill the tuple free lists")
+    was_enabled = mw_gc_hold()
+    try:
+        for n in range(1, _TUPLE_SIZES):
+            made = 0
+            while made < _TUPLES_KEPT:
+                held[made] = PyTuple_New(n)
+                if held[made] == NULL:
+                    failed = True
+                    break
+                made += 1
+            for i in range(made):
+                Py_DECREF(held[i])
+            if failed:
+                break
+    finally:
+        mw_gc_release(was_enabled)
+        _free(held)
+    if failed:
+        raise MemoryError("memwatch: out of memory filling the tuple free lists")
+
+
 def new_objects(list objects not None, types, addresses):
     """The objects of ``objects`` whose address is not in ``addresses`` (a
     sorted ``array('Q')``, see :func:`sorted_addresses`), in their order;
