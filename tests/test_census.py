@@ -499,5 +499,10 @@ def test_fill_tuple_free_lists_leaves_them_full_and_the_gc_as_it_was(enabled):
             del t
         assert abs(sys.getallocatedblocks() - before) <= 2
         assert gc.isenabled() is enabled
+        _core._fail_allocation_after(0)     # its room for the tuples cannot be had
+        with pytest.raises(MemoryError, match="memwatch: cannot allocate room"):
+            _core.fill_tuple_free_lists()
+        assert gc.isenabled() is enabled
     finally:
+        _core._fail_allocation_after(-1)
         (gc.enable if was else gc.disable)()

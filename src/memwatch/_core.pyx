@@ -1201,6 +1201,7 @@ def sorted_addresses(list objects not None):
 cdef extern from "Python.h":
     PyObject* PyTuple_New(Py_ssize_t n)
     void Py_DECREF(PyObject* o)
+    void PyErr_Clear()
 
 # CPython keeps freed tuples of 1 to 19 items for reuse, up to 2000 of each
 # size (PyTuple_MAXSAVESIZE 20, PyTuple_MAXFREELIST 2000 on 3.10 to 3.15).
@@ -1236,6 +1237,7 @@ def fill_tuple_free_lists():
             while made < _TUPLES_KEPT:
                 held[made] = PyTuple_New(n)
                 if held[made] == NULL:
+                    PyErr_Clear()      # replaced by the MemoryError below
                     failed = True
                     break
                 made += 1
