@@ -963,6 +963,28 @@ def test_failure_message_shows_the_real_holder(pytester, run):
                                      if line.startswith("      allocated at"))
 
 
+def test_a_dear_call_gets_its_holder_without_tracing(pytester, run):
+    # Tracing every allocation multiplies a call's cost by 10-80: where a call
+    # costs more than the limit, the extra call runs untraced and the message
+    # says why there is no allocation site.
+    pytester.makeconftest(SHORT_CONFIRM + "memwatch.pytest_plugin._TRACE_CALL_CPU = -1.0\n")
+    pytester.makepyfile(test_dear="""
+KEEP = []
+
+class Session:
+    pass
+
+def test_leaks():
+    KEEP.append(Session())
+""")
+    result = run("-q", "--memwatch-leaks", "-p", "no:asyncio")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "  test_dear.Session: test_dear -> dict 'KEEP' -> list[[]*] -> test_dear.Session",
+        "  (allocation sites not traced: a call takes over -1 s of CPU*)"])
+    assert "allocated at" not in result.stdout.str()
+
+
 SCREEN = '''
 import pytest
 from memwatch.pytest_plugin import check_no_leak

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import math
 import io
 import os
 import sys
@@ -736,8 +737,11 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
     _settle(quiet_collect)
     raws[0] = walk()
     spent[0] = perf() - t0
+    call_cpu = math.inf
     for i in range(1, runs + 1):
+        c0 = time.process_time()
         invoke()
+        call_cpu = min(call_cpu, time.process_time() - c0)
         t0 = perf()
         _settle(quiet_collect)
         raws[i] = walk()
@@ -759,7 +763,7 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
     if m.leaked:
         if examples:
             try:
-                _find_examples(m, invoke, sinks)
+                _find_examples(m, invoke, sinks, trace=call_cpu <= _TRACE_CALL_CPU)
             except (pytest.fail.Exception, NotRepeatable):
                 raise
             except BaseException as exc:  # noqa: BLE001 - diagnostics only
@@ -930,6 +934,10 @@ def _live_objects() -> list[Any]:
 
 
 _TRACE_FRAMES = 16             # tracemalloc frames kept while finding examples
+# The call traced for allocation sites is skipped when a call costs more CPU
+# than this: tracing costs 10-80x (a Hypothesis test of attrs, about 1 s a
+# call, took 86 s traced).
+_TRACE_CALL_CPU = 0.1
 _OWN_DIR = __file__.rsplit("/", 1)[0].rsplit("\\", 1)[0]
 
 
@@ -1026,11 +1034,13 @@ def _holder_path(chain: list[Any], roots: dict[int, str]) -> str:
     return text
 
 
-def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> None:
-    """One more call, traced by tracemalloc, with every object listed before
-    and after it: an example is an object of a top type that is new, was
-    allocated during the call and not by memwatch; its holder is found by
-    the C graph search and its allocation site is shown."""
+def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks,
+                   trace: bool = True) -> None:
+    """One more call, traced by tracemalloc (unless ``trace`` is false), with
+    every object listed before and after it: an example is an object of a
+    top type that is new, was allocated during the call and not by memwatch;
+    its holder is found by the C graph search and its allocation site is
+    shown."""
     import tracemalloc
     from memwatch import _core, type_name
     from memwatch._gcstate import quiet_collect
@@ -1060,8 +1070,12 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
     before = _core.sorted_addresses(objects)
     del objects
     was_tracing = tracemalloc.is_tracing()
-    if not was_tracing:
+    if not was_tracing and trace:
         tracemalloc.start(_TRACE_FRAMES)
+    elif not was_tracing:
+        m.example_note = (f"allocation sites not traced: a call takes over "
+                          f"{_TRACE_CALL_CPU:g} s of CPU, and tracing every allocation "
+                          f"costs 10-80 times that")
     found: dict[str, list[Any]] = {n: [] for n in wanted}
     # New objects tracemalloc has no traceback for: taken from a free list
     # (dicts on every version, ints from 3.14, floats, tuples...) their memory
@@ -1109,7 +1123,7 @@ def _find_examples(m: Measurements, call: Callable[[], Any], sinks: _Sinks) -> N
         obj = bucket = None
         del new, mine, types
     finally:
-        if not was_tracing:
+        if not was_tracing and trace:
             tracemalloc.stop()
     del before
     # Every candidate of every type in one search (a heap graph costs about
