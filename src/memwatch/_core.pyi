@@ -43,7 +43,7 @@ def inline_size(obj: object) -> int | None:
     """Test harness: the size the walk computes without sys.getsizeof."""
 
 def fill_tuple_free_lists() -> None:
-    """Leave CPython's tuple free lists full (2000 of each size 1-19)."""
+    """Leave CPython's tuple free lists full (2000 of each size 1-20)."""
 
 def sorted_addresses(objects: list[Any]) -> Any:
     """The objects' addresses, sorted, as an array('Q') (for new_objects)."""
