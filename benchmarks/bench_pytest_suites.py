@@ -60,7 +60,10 @@ SUITES = [
     Suite("attrs", "26.1.0", ["tests"], ["hypothesis", "pympler"],
           ["--ignore=tests/test_mypy.yml", "--ignore=tests/test_pyright.py"]),
     # test_tzfile.py reads zoneinfo tarballs fetched from the network.
-    Suite("python-dateutil", "4.0.0", ["tests"], ["freezegun", "hypothesis"],
+    # Its conftest marks items no_cover, which pytest-cov registers (without
+    # it, pytest's unknown-mark warning is an error there: no test runs);
+    # test_zoneinfo.py imports attrs.
+    Suite("python-dateutil", "4.0.0", ["tests"], ["freezegun", "hypothesis", "pytest-cov", "attrs"],
           ["--ignore=tests/test_tzfile.py"]),
     Suite("packaging", "26.4", ["tests"],
           ["pretend", "hypothesis", "tomli_w", "typing_extensions"]),
