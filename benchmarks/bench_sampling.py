@@ -122,6 +122,24 @@ def service_workload(loops: int) -> None:
         b"".join(app(dict(environ), start_response))
 
 
+def peak_rss() -> int | None:
+    """This process's peak RSS in bytes.  VmHWM, not getrusage's ru_maxrss:
+    Linux carries ru_maxrss over exec, so a child spawned (vfork) by a parent
+    that had imported ddtrace reported the parent's 48 MiB in every mode."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    except ImportError:
+        return None
+
+
 def setup_mode(mode: str) -> object:
     if mode.startswith("memwatch"):
         import memwatch
@@ -173,11 +191,9 @@ def child(mode: str, bench: str, loops: int, out: str) -> None:
                 raise
         cpu = time.process_time() - t
     res = {"cpu": cpu}
-    try:
-        import resource
-        res["maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    except ImportError:
-        pass
+    hwm = peak_rss()
+    if hwm is not None:
+        res["maxrss"] = hwm
     if mode.startswith("memwatch"):
         import memwatch
         info = memwatch.sampling_info()
