@@ -5,7 +5,9 @@ Modes: plain; memwatch.start_sampling() at the default interval
 ("memwatch:N": interval N); tracemalloc.start(1) and tracemalloc.start(32)
 (memwatch's default nframe; "tracemallocN" for others); ddtrace's heap profiler
 (DD_PROFILING_MEMORY_ENABLED, every other collector off) when ddtrace is
-installed.  Each (benchmark, mode) runs in a fresh interpreter that measures
+installed; "imported" (memwatch's sampling modules imported, sampling not
+started: what the import alone moves, such as the heap layout; not a default
+mode).  Each (benchmark, mode) runs in a fresh interpreter that measures
 its own CPU time (time.process_time) around the benchmark only, so startup
 and profiler setup are left out.  Rounds alternate the order of the modes
 (ABBA...) to spread machine drift; the table shows each mode's median CPU
@@ -141,7 +143,9 @@ def peak_rss() -> int | None:
 
 
 def setup_mode(mode: str) -> object:
-    if mode.startswith("memwatch"):
+    if mode == "imported":
+        import memwatch.heapprofile, memwatch._sampler  # noqa: F401,E401
+    elif mode.startswith("memwatch"):
         import memwatch
         # "memwatch:N": sample every N bytes on average instead of the default
         interval = mode.partition(":")[2]
@@ -306,7 +310,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--bench", default=",".join(BENCHMARKS + ["service"]))
     ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--target", type=float, default=0.5, help="seconds of CPU per plain run")
+    ap.add_argument("--target", type=float, default=None,
+                    help="seconds of CPU per plain run (default 0.5, 0.1 with --callgrind)")
     ap.add_argument("--callgrind", action="store_true",
                     help="instruction counts under valgrind (1 round, small runs)")
     ap.add_argument("--use-installed", action="store_true",
@@ -347,7 +352,8 @@ def main() -> int:
             return 2
         prefix = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
         rounds = 1
-        ns.target = min(ns.target, 0.1)
+    if ns.target is None:
+        ns.target = 0.1 if prefix else 0.5
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}; "
           f"{rounds} rounds; {'instructions' if prefix else 'median CPU time'} as a ratio to plain; "
           f"memwatch from {where}", flush=True)
