@@ -26,6 +26,13 @@ The default measure must keep the tracker at or below 1% CPU.
    the table gives the median CPU time per loop (process CPU: the tracker's
    thread included) and the geometric mean of the ratios.  pyperf itself is
    replaced by a small stand-in (no calibration, no worker processes).
+
+memwatch comes from this checkout's ``src`` (put first on ``sys.path`` and on
+the children's PYTHONPATH), which needs an in-place build for the running
+interpreter (``python setup.py build_ext --inplace``).  ``--use-installed``
+uses the memwatch installed for the running interpreter instead (``pip
+install .`` into a venv, then run this script with that venv's python):
+PYTHONPATH is left alone.  The first line printed says which memwatch ran.
 """
 from __future__ import annotations
 
@@ -40,6 +47,30 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
+
+# --use-installed: the memwatch installed for this interpreter, not ../src
+USE_INSTALLED = False
+
+
+def child_env(**extra: str) -> dict:
+    env = dict(os.environ, **extra)
+    if not USE_INSTALLED:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+    return env
+
+
+def memwatch_location() -> str:
+    """Where the children's memwatch comes from (an error when it does not import)."""
+    out = subprocess.run([sys.executable, "-c", "import memwatch, memwatch._core, os; "
+                          "print(os.path.dirname(memwatch.__file__))"], env=child_env(),
+                         capture_output=True, text=True, cwd=HERE)
+    if out.returncode != 0:
+        sys.exit("memwatch does not import: " + (
+            "it is not installed for this interpreter" if USE_INSTALLED else
+            "build it in place (python setup.py build_ext --inplace) or pass --use-installed")
+            + "\n" + out.stderr[-500:])
+    return out.stdout.strip()
+
 
 WORKLOAD = r'''
 import gc, json, sys, time
@@ -90,7 +121,7 @@ print(json.dumps({"cpu": cpu, "wall": wall, "young": counts[0] + counts[1], "ful
 
 
 def end_to_end(configs, repeat, ops):
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     runs = {c: [] for c in configs}
     for _ in range(repeat):
         for c in configs:
@@ -102,7 +133,8 @@ def end_to_end(configs, repeat, ops):
 
 def per_event(measures):
     """Seconds the tracker adds per young and per full collection, for each measure."""
-    sys.path.insert(0, SRC)
+    if not USE_INSTALLED:
+        sys.path.insert(0, SRC)
     import memwatch
     from memwatch import _deferred, tracker
 
@@ -254,7 +286,7 @@ def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(tmp)
     root = os.path.join(tmp, "pyperformance", "data-files", "benchmarks")
-    env = dict(os.environ, PYTHONPATH=SRC, PYTHONHASHSEED="0")
+    env = child_env(PYTHONHASHSEED="0")
 
     def one(script: str, config: str, loops: int, grind: bool = False,
             scale: float | None = None) -> dict:
@@ -382,7 +414,13 @@ def main():
                         help="view 3 configurations: plain, tracked (defaults), callbacks "
                              "(gc_callbacks=True), no-callbacks (gc_callbacks=False), imported "
                              "(memwatch's modules imported, no tracker)")
+    parser.add_argument("--use-installed", action="store_true",
+                        help="use the memwatch installed for this interpreter, not ../src "
+                             "(which needs an in-place build)")
     args = parser.parse_args()
+    global USE_INSTALLED
+    USE_INSTALLED = args.use_installed
+    print(f"memwatch from {memwatch_location()}")
     if args.pyperformance:
         pyperformance(args.pyperformance, args.benchmarks.split(","), args.repeat,
                       args.configs.split(","), args.seconds, args.callgrind,
