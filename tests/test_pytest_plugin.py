@@ -963,6 +963,44 @@ def test_failure_message_shows_the_real_holder(pytester, run):
                                      if line.startswith("      allocated at"))
 
 
+def test_growth_still_going_at_the_time_limit_is_inconclusive_not_a_failure(pytester, run):
+    # Under --memwatch-leaks, a follow-up cut short by its time limit has too
+    # few calls to tell a slowly filling cache from a leak: the test passes,
+    # is "not measured: inconclusive", with a warning and a summary line.  A
+    # test marked no_leak (asked for) still fails at its own time limit.
+    pytester.makeconftest("import memwatch.pytest_plugin as p\n"
+                          "p.AUTO_CONFIRM_SECONDS = 0.0\np.CONFIRM_SECONDS = 0.0\n")
+    pytester.makepyfile(test_slow="""
+import pytest
+KEEP = []
+
+class Session:
+    pass
+
+def test_grows():
+    KEEP.append(Session())
+
+@pytest.mark.no_leak
+def test_grows_marked():
+    KEEP.append(Session())
+
+def test_clean():
+    pass
+""")
+    result = run("-q", "--memwatch-leaks", "-p", "no:asyncio")
+    result.assert_outcomes(passed=2, failed=1)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*InconclusiveWarning: memwatch: test_grows not measured: inconclusive (grew over "
+        "* calls (test_slow.Session, memory) and was still growing when the follow-up's "
+        "0 s ran out; mark it no_leak for the full 256-call follow-up)",
+        "LEAK test_slow.py::test_grows_marked - *",
+        "memwatch: 2 of 3 tests measured; not measured: 1 inconclusive",
+        "INCONCLUSIVE test_slow.py::test_grows - grew over * calls*still growing*"])
+    assert "time limit 0 s reached" in out         # the marked one's message
+    assert "LEAK test_slow.py::test_grows -" not in out
+
+
 def test_a_dear_call_gets_its_holder_without_tracing(pytester, run):
     # Tracing every allocation multiplies a call's cost by 10-80: where a call
     # costs more than the limit, the extra call runs untraced and the message

@@ -45,7 +45,7 @@ from typing import Any
 import pytest
 
 __all__ = ["LeakFailed", "Measurements", "RunDelta", "check_no_leak", "NotRepeatable",
-           "NotRepeatableWarning", "CONFIRM_CALLS",
+           "NotRepeatableWarning", "Inconclusive", "InconclusiveWarning", "CONFIRM_CALLS",
            "DEFAULT_WARMUP", "DEFAULT_RUNS", "DEFAULT_TOLERANCE"]
 
 MARKER = "no_leak"
@@ -181,7 +181,7 @@ class Measurements:
         if self.confirmed_calls:
             text += f" and kept growing over {self.confirmed_calls} calls"
             if self.confirm_note:
-                text += f" ({self.confirm_note} {CONFIRM_SECONDS:g} s reached)"
+                text += f" ({self.confirm_note} reached)"
         return text
 
     def format(self, limit: int = 15) -> str:
@@ -432,9 +432,26 @@ CONFIRM_CALLS = 256
 # ... or until the follow-up has taken this long (slow tests): the verdict
 # then says over how many calls the growth continued.
 CONFIRM_SECONDS = 30.0
+# Under --memwatch-leaks (every test, none asked for) the follow-up gets this
+# long, and growth still going when it ends is no failure: too few calls to
+# tell a cache that fills slowly from a leak (the issue asks 200 and more).
+# The test is "not measured: inconclusive", with a warning saying how far it
+# got; the no_leak marker on it runs the full follow-up.  (attrs' Hypothesis
+# tests, 0.3-1 s a call: 6 of them took 36-41 s each at a 30 s limit.)
+AUTO_CONFIRM_SECONDS = 10.0
 # A stage confirms growth when it grew by at least this share of what the
 # measured runs' slowest rate predicts for its length.
 _CONFIRM_SHARE = 0.5
+
+
+class Inconclusive(Exception):
+    """Under ``--memwatch-leaks``: growth still going when the follow-up's
+    time ran out, over too few calls for a verdict (the test's own result
+    stands)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"inconclusive: {reason}")
+        self.reason = reason
 
 
 class NotRepeatable(Exception):
@@ -758,8 +775,14 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
     del raws, last
     m.calls = calls
     if m.leaked and confirm:
-        _confirm(m, invoke, lambda: calls, counts, total, walk, quiet_collect)
+        _confirm(m, invoke, lambda: calls, counts, total, walk, quiet_collect,
+                 AUTO_CONFIRM_SECONDS if screen else CONFIRM_SECONDS)
     del counts
+    if m.leaked and screen and m.confirm_note:
+        grew = ", ".join(m.growing[:3] + (["memory"] if m.memory_grew else []))
+        raise Inconclusive(f"grew over {m.confirmed_calls} calls ({grew}) and was still "
+                           f"growing when the follow-up's {AUTO_CONFIRM_SECONDS:g} s ran "
+                           f"out; mark it no_leak for the full {CONFIRM_CALLS}-call follow-up")
     if m.leaked:
         if examples:
             try:
@@ -777,7 +800,7 @@ def check_no_leak(call: Callable[[], Any], *, label: str = "the function",
 
 def _confirm(m: Measurements, invoke: Callable[[], None], calls: Callable[[], int],
              last: dict[str, int], total_size: int, walk: Callable[[], Any],
-             collect: Callable[[], int]) -> None:
+             collect: Callable[[], int], seconds: float = CONFIRM_SECONDS) -> None:
     """Keep calling to CONFIRM_CALLS calls in stages ending at 16, 32, ...:
     a growing type (or the bytes) must grow over every stage by at least
     half what its slowest measured rate predicts.  What stops growing was a
@@ -804,9 +827,9 @@ def _confirm(m: Measurements, invoke: Callable[[], None], calls: Callable[[], in
         before = calls()
         while calls() < checkpoint:
             invoke()
-            if time.perf_counter() - start > CONFIRM_SECONDS:
+            if time.perf_counter() - start > seconds:
                 break
-        timed_out = time.perf_counter() - start > CONFIRM_SECONDS
+        timed_out = time.perf_counter() - start > seconds
         if calls() < decisive and not timed_out:
             cheap.sample()
             stage = calls() - before
@@ -836,7 +859,7 @@ def _confirm(m: Measurements, invoke: Callable[[], None], calls: Callable[[], in
         del table
         cheap.sample()
         if timed_out:
-            m.confirm_note = "time limit"
+            m.confirm_note = f"time limit {seconds:g} s"
             break
     stopped = [n for n in m.growing if n not in rates]
     m.confirmed_calls = calls()
@@ -1151,6 +1174,7 @@ _STATUS_PROPERTY = "memwatch_status"
 _MEASURED = "measured"
 _LEAKED = "leaked"
 _NOT_REPEATABLE = "not repeatable: "
+_INCONCLUSIVE = "inconclusive: "
 _NOT_MEASURED = "not measured: "
 _AUTO = pytest.StashKey[bool]()
 
@@ -1158,6 +1182,11 @@ _AUTO = pytest.StashKey[bool]()
 class NotRepeatableWarning(pytest.PytestWarning):
     """A test passed its first call and failed a repeated one: memwatch could
     not measure it (the test still passes)."""
+
+
+class InconclusiveWarning(pytest.PytestWarning):
+    """Under ``--memwatch-leaks``, a test's growth was still going when the
+    follow-up's time ran out: no verdict (the test still passes)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -1223,6 +1252,15 @@ def _record_leak(item: pytest.Item, m: Measurements) -> None:
     item.user_properties.append((_LEAK_PROPERTY, m.summary()))
 
 
+def _inconclusive(item: Any, failure: Inconclusive) -> None:
+    _set_status(item, _INCONCLUSIVE + failure.reason)
+    try:
+        item.warn(InconclusiveWarning(f"memwatch: {item.name} not measured: "
+                                      f"inconclusive ({failure.reason})"))
+    except Warning:
+        pass    # -W error: the summary still lists it; the test must not turn red
+
+
 def _not_repeatable(item: Any, failure: NotRepeatable) -> None:
     _set_status(item, _NOT_REPEATABLE + failure.reason)
     try:
@@ -1244,6 +1282,9 @@ def _run_checked(item: Any, call: Callable[[], None], funcargs: Iterable[Any]) -
         raise
     except NotRepeatable as failure:
         _not_repeatable(item, failure)
+        return
+    except Inconclusive as failure:
+        _inconclusive(item, failure)
         return
     _set_status(item, _MEASURED)
 
@@ -1456,6 +1497,8 @@ class _LeakSummary:
         auto = self.config.getoption("memwatch_leaks", False)
         not_repeatable = [(n, s[len(_NOT_REPEATABLE):]) for n, s in self.status.items()
                           if s.startswith(_NOT_REPEATABLE)]
+        inconclusive = [(n, s[len(_INCONCLUSIVE):]) for n, s in self.status.items()
+                        if s.startswith(_INCONCLUSIVE)]
         if not leaks and not auto and not not_repeatable:
             return
         tr = terminalreporter
@@ -1470,6 +1513,8 @@ class _LeakSummary:
             tr.write_line(self.counts())
         for nodeid, reason in not_repeatable:
             tr.write_line(f"NOT REPEATABLE {nodeid} - {reason}")
+        for nodeid, reason in inconclusive:
+            tr.write_line(f"INCONCLUSIVE {nodeid} - {reason}")
 
     def counts(self) -> str:
         """'memwatch: 12 of 15 tests measured; not measured: 2 skipped, 1 not repeatable'."""
@@ -1479,6 +1524,8 @@ class _LeakSummary:
         for s in statuses:
             if s.startswith(_NOT_REPEATABLE):
                 why = "not repeatable"
+            elif s.startswith(_INCONCLUSIVE):
+                why = "inconclusive"
             elif s.startswith(_NOT_MEASURED):
                 why = s[len(_NOT_MEASURED):]
             else:
