@@ -1092,3 +1092,21 @@ def test_cheap_first_pass(pytester, run):
     pytester.makepyfile(test_screen=SCREEN)
     result = run("-q", "-p", "no:asyncio")
     result.assert_outcomes(passed=8)
+
+
+def test_the_census_runs_stop_once_no_growth_on_every_run_is_possible(monkeypatch):
+    # Under --memwatch-leaks (screen=True) the measured runs end at the first
+    # census after which no type has grown on every run and the bytes have
+    # not either: the verdict is settled clean.  A leak still gets all runs.
+    from memwatch import pytest_plugin
+    monkeypatch.setattr(pytest_plugin._Screen, "grew", lambda self, tolerance, last=2: True)
+    m = pytest_plugin.check_no_leak(lambda: None, screen=True)
+    assert not m.leaked and not m.screened and m.runs < pytest_plugin.DEFAULT_RUNS
+    assert len(m.deltas) == m.runs
+    keep = []
+    m = pytest_plugin.check_no_leak(lambda: keep.append(object()), screen=True,
+                                    raise_on_leak=False, examples=False, confirm=False)
+    assert m.leaked and m.runs == pytest_plugin.DEFAULT_RUNS and len(m.deltas) == m.runs
+    # Asked for (no screen): every run, as before.
+    m = pytest_plugin.check_no_leak(lambda: None)
+    assert not m.leaked and m.runs == pytest_plugin.DEFAULT_RUNS
