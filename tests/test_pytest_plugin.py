@@ -969,7 +969,8 @@ def test_growth_still_going_at_the_time_limit_is_inconclusive_not_a_failure(pyte
     # is "not measured: inconclusive", with a warning and a summary line.  A
     # test marked no_leak (asked for) still fails at its own time limit.
     pytester.makeconftest("import memwatch.pytest_plugin as p\n"
-                          "p.AUTO_CONFIRM_SECONDS = 0.0\np.CONFIRM_SECONDS = 0.0\n")
+                          "p.AUTO_CONFIRM_SECONDS = 0.0\np.CONFIRM_SECONDS = 0.0\n"
+                          "p._FOLLOW_UP_REACH = 0\n")
     pytester.makepyfile(test_slow="""
 import pytest
 KEEP = []
@@ -999,6 +1000,40 @@ def test_clean():
         "INCONCLUSIVE test_slow.py::test_grows - grew over * calls*still growing*"])
     assert "time limit 0 s reached" in out         # the marked one's message
     assert "LEAK test_slow.py::test_grows -" not in out
+
+
+def test_a_follow_up_that_could_not_decide_in_its_time_is_not_run(pytester, run):
+    # 50 ms a call and a 1 s follow-up: about 20 more calls, far from the 64
+    # that decide, so the unmarked test is inconclusive without it, and says
+    # how far the follow-up would have got.  The marked one gets its follow-up.
+    pytester.makeconftest("import memwatch.pytest_plugin as p\n"
+                          "p.AUTO_CONFIRM_SECONDS = 1.0\np.CONFIRM_SECONDS = 0.0\n")
+    pytester.makepyfile(test_dear="""
+import time
+import pytest
+KEEP = []
+
+class Session:
+    pass
+
+def test_grows():
+    KEEP.append(Session())
+    time.sleep(0.05)
+
+@pytest.mark.no_leak
+def test_grows_marked():
+    KEEP.append(Session())
+    time.sleep(0.05)
+""")
+    result = run("-q", "--memwatch-leaks", "-p", "no:asyncio")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*InconclusiveWarning: memwatch: test_grows not measured: inconclusive (grew over "
+        "* calls (test_dear.Session*); at 0.05* s a call the follow-up's 1 s would reach "
+        "about * calls, short of the 64 it needs to tell a filling cache from a leak; "
+        "mark it no_leak for the full 256-call follow-up)",
+        "LEAK test_dear.py::test_grows_marked - *"])
+    assert "time limit 0 s reached" in result.stdout.str()
 
 
 def test_a_dear_call_gets_its_holder_without_tracing(pytester, run):
@@ -1065,6 +1100,26 @@ def test_tuples_resized_while_built_are_no_growth():
     if sys.version_info < (3, 14):      # (3.14's malloc caches may need more calls)
         assert m.calls < 16, m.calls
 
+def test_a_dear_call_goes_from_two_calls_to_the_census_runs(monkeypatch):
+    import memwatch.pytest_plugin as p
+    monkeypatch.setattr(p, "_SCREEN_DEAR", -1.0)     # every call is dear
+    n = [0]
+
+    def grows_twice():
+        n[0] += 1
+        if n[0] in (2, 3):
+            KEEP.extend(Thing() for _ in range(20))
+
+    # No third first-pass call and no full-collection pass (those clear it at
+    # 5 calls, screened): the census runs from call 3 on, and they end early
+    # (census run 1 grew, a later one did not, so nothing grew on every run).
+    m = check_no_leak(grows_twice, screen=True)
+    assert not m.screened and not m.leaked and m.calls < 2 + 5, m.calls
+    # A leak: the two first-pass calls are its warm-up, then the 5 runs.
+    m = check_no_leak(lambda: KEEP.append(Thing()), screen=True, raise_on_leak=False,
+                      examples=False, confirm=False)
+    assert m.leaked and not m.screened and m.calls == 2 + 5, m.calls
+
 HOLD = {}
 
 def cycle():
@@ -1091,7 +1146,7 @@ def test_leaks_pass_the_first_pass(make):
 def test_cheap_first_pass(pytester, run):
     pytester.makepyfile(test_screen=SCREEN)
     result = run("-q", "-p", "no:asyncio")
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=9)
 
 
 def test_the_census_runs_stop_once_no_growth_on_every_run_is_possible(monkeypatch):
