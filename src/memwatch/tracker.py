@@ -639,7 +639,9 @@ class _Tracker:
             cfirst = verdict.cfirst if self._confirm else verdict.first
             transient = confirmed and collected and (
                 cval - cfirst > _TRANSIENT_RATIO * max(pace, floor))
-            self.last_confirmation = {
+            # Published (last_confirmation) once decided: tracker_info() read
+            # during the census must not see a provisional "confirmed".
+            conf = {
                 "timestamp": _utc(wall), "confirmed": confirmed and not transient,
                 "kind": kind, "series": "blocks" if self._confirm else measure.name,
                 "window_rise": round(expected), "kept": round(kept), "needed": round(need),
@@ -648,8 +650,9 @@ class _Tracker:
             }
             if transient:
                 self.transients += 1
-                self._post_gc.append((mono, post_base, cval))
                 if tries + 1 < _CONFIRM_TRIES:
+                    self.last_confirmation = conf
+                    self._post_gc.append((mono, post_base, cval))
                     # Again after a quarter slice or more (1/4, 3/8, 9/16 of one:
                     # not in step with a periodic batch), still within budget.
                     slice_ = self.min_duration / self.detector.segments
@@ -660,12 +663,13 @@ class _Tracker:
                 confirmed = False
             census = None
             if confirmed and collected:
-                census = self._confirm_by_census(verdict)
+                census = self._confirm_by_census(verdict, conf)
                 if census is False:
-                    confirmed = self.last_confirmation["confirmed"] = False
+                    confirmed = conf["confirmed"] = False
                     census = None
                 self._next_confirm = time.monotonic() + (
-                    pause + self.last_confirmation.get("census_pause", 0.0)) / budget
+                    pause + conf.get("census_pause", 0.0)) / budget
+            self.last_confirmation = conf
             self._post_gc.append((mono, post_base, cval))
             if not confirmed:
                 self.rejected += 1
@@ -677,8 +681,7 @@ class _Tracker:
             # appended there).  Held only while the payload is built.
             recent = _recent_objects() if int(self.options["retainers"] or 0) > 0 else []
             try:
-                leak = self._leak_payload(verdict, kind, dict(self.last_confirmation), recent,
-                                          census)
+                leak = self._leak_payload(verdict, kind, dict(conf), recent, census)
             finally:
                 del recent, census
             self.last_leak = leak
@@ -802,7 +805,7 @@ class _Tracker:
                 break
         return first
 
-    def _confirm_by_census(self, verdict: Any) -> tuple | bool | None:
+    def _confirm_by_census(self, verdict: Any, conf: dict[str, Any]) -> tuple | bool | None:
         """The second confirmation of a suspected leak: what the heap walk finds.
 
         Live blocks count allocations, not bytes, so a drift of a thousand
@@ -825,7 +828,6 @@ class _Tracker:
         Returns the new census (reused for ``top_types``), ``False`` when the
         census rejects the suspicion, ``None`` when there is nothing to judge
         with (censuses off, a measure not in bytes, the walk failed)."""
-        conf = self.last_confirmation
         if (not self._confirm or self.measure.unit != "bytes" or not self._censuses
                 or int(self.options["top_types"] or 0) <= 0 or sys.is_finalizing()):
             return None
