@@ -963,15 +963,9 @@ def test_failure_message_shows_the_real_holder(pytester, run):
                                      if line.startswith("      allocated at"))
 
 
-def test_growth_still_going_at_the_time_limit_is_inconclusive_not_a_failure(pytester, run):
-    # Under --memwatch-leaks, a follow-up cut short by its time limit has too
-    # few calls to tell a slowly filling cache from a leak: the test passes,
-    # is "not measured: inconclusive", with a warning and a summary line.  A
-    # test marked no_leak (asked for) still fails at its own time limit.
-    pytester.makeconftest("import memwatch.pytest_plugin as p\n"
-                          "p.AUTO_CONFIRM_SECONDS = 0.0\np.CONFIRM_SECONDS = 0.0\n"
-                          "p._FOLLOW_UP_REACH = 0\n")
-    pytester.makepyfile(test_slow="""
+# Two tests that keep a new object a call (and then do ``call``), the second
+# marked no_leak: a leak asked for, and one found by --memwatch-leaks.
+GROWING_PAIR = """
 import pytest
 KEEP = []
 
@@ -980,11 +974,24 @@ class Session:
 
 def test_grows():
     KEEP.append(Session())
+    {call}
 
 @pytest.mark.no_leak
 def test_grows_marked():
     KEEP.append(Session())
+    {call}
+"""
 
+
+def test_growth_still_going_at_the_time_limit_is_inconclusive_not_a_failure(pytester, run):
+    # Under --memwatch-leaks, a follow-up cut short by its time limit has too
+    # few calls to tell a slowly filling cache from a leak: the test passes,
+    # is "not measured: inconclusive", with a warning and a summary line.  A
+    # test marked no_leak (asked for) still fails at its own time limit.
+    pytester.makeconftest("import memwatch.pytest_plugin as p\n"
+                          "p.AUTO_CONFIRM_SECONDS = 0.0\np.CONFIRM_SECONDS = 0.0\n"
+                          "p._FOLLOW_UP_REACH = 0\n")
+    pytester.makepyfile(test_slow=GROWING_PAIR.format(call="") + """
 def test_clean():
     pass
 """)
@@ -1008,23 +1015,7 @@ def test_a_follow_up_that_could_not_decide_in_its_time_is_not_run(pytester, run)
     # how far the follow-up would have got.  The marked one gets its follow-up.
     pytester.makeconftest("import memwatch.pytest_plugin as p\n"
                           "p.AUTO_CONFIRM_SECONDS = 1.0\np.CONFIRM_SECONDS = 0.0\n")
-    pytester.makepyfile(test_dear="""
-import time
-import pytest
-KEEP = []
-
-class Session:
-    pass
-
-def test_grows():
-    KEEP.append(Session())
-    time.sleep(0.05)
-
-@pytest.mark.no_leak
-def test_grows_marked():
-    KEEP.append(Session())
-    time.sleep(0.05)
-""")
+    pytester.makepyfile(test_dear="import time\n" + GROWING_PAIR.format(call="time.sleep(0.05)"))
     result = run("-q", "--memwatch-leaks", "-p", "no:asyncio")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
