@@ -36,7 +36,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "services"))
-if (ROOT / "src" / "memwatch").is_dir():
+
+def _built_in_place(package: Path) -> bool:
+    """Whether ``package`` (src/memwatch) has its C core built for this interpreter."""
+    from importlib.machinery import EXTENSION_SUFFIXES
+    return any((package / f"_core{suffix}").exists() for suffix in EXTENSION_SUFFIXES)
+
+
+# The checkout's memwatch where it is built in place (python setup.py
+# build_ext --inplace), else the one installed for this interpreter: a fresh
+# clone's src/ has no C core, and every server then failed to boot.
+if _built_in_place(ROOT / "src" / "memwatch"):
     sys.path.insert(1, str(ROOT / "src"))
 from _harness import (SCENARIOS, Result, free_port, server_env, stop_server,  # noqa: E402
                       wait_ready)
@@ -261,6 +271,9 @@ def main() -> None:
     p.add_argument("--cost-seconds", type=float, default=30.0)
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
+    import importlib.util
+    spec = importlib.util.find_spec("memwatch")
+    print(f"memwatch from {Path(spec.origin).parent if spec and spec.origin else 'nowhere'}")
     names = args.names or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
