@@ -506,3 +506,70 @@ def test_fill_tuple_free_lists_leaves_them_full_and_the_gc_as_it_was(enabled):
     finally:
         _core._fail_allocation_after(-1)
         (gc.enable if was else gc.disable)()
+
+
+# --- the block counter (the pytest plugin's cheap pass reads it) -------------
+
+@pytest.fixture
+def block_counter():
+    from memwatch import _sampler
+    before = _sampler.allocators()
+    assert _core.live_blocks() is None      # not running: nothing to read
+    yield _sampler.allocators
+    _core.stop_block_counter()
+    assert _sampler.allocators() == before  # the allocators exactly as they were
+
+
+def test_the_block_counter_counts_what_getallocatedblocks_counts(block_counter):
+    gc.collect()
+    assert _core.start_block_counter() is True
+    assert _core.start_block_counter() is False        # still in: reused
+    # small blocks (pymalloc's pools) and big ones (4 KB buffers, from malloc)
+    for make, n in ((lambda: [object() for _ in range(1000)], 1000),
+                    (lambda: [bytearray(4096) for _ in range(50)], 100)):
+        start, oracle = _core.live_blocks(), sys.getallocatedblocks()
+        held = make()
+        grown, grown_oracle = _core.live_blocks() - start, sys.getallocatedblocks() - oracle
+        # the same blocks, give or take the readings' own ints
+        assert abs(grown - grown_oracle) <= 3 and grown >= n, (grown, grown_oracle)
+        del held
+        # (what is left: the ints read above)
+        assert abs(_core.live_blocks() - start) <= 10
+
+
+def test_the_block_counter_stays_chained_under_tracemalloc(block_counter):
+    import tracemalloc
+    if tracemalloc.is_tracing():
+        pytest.skip("tracemalloc already on")
+    mine = block_counter()
+    _core.start_block_counter()
+    counting = block_counter()
+    assert counting != mine
+    tracemalloc.start()
+    try:
+        # taking ours out now would drop tracemalloc's hooks with them
+        assert _core.stop_block_counter() is False
+        start = _core.live_blocks()
+        held = [object() for _ in range(200)]     # (no free list: 200 blocks)
+        assert _core.live_blocks() - start >= 200          # still counting
+        del held
+    finally:
+        tracemalloc.stop()
+    assert block_counter() == counting                     # ours on top again
+    assert _core.stop_block_counter() is True
+    assert _core.live_blocks() is None
+
+
+def test_the_block_counter_notices_it_was_dropped(block_counter):
+    import tracemalloc
+    if tracemalloc.is_tracing():
+        pytest.skip("tracemalloc already on")
+    tracemalloc.start()
+    try:
+        _core.start_block_counter()          # on top of tracemalloc's hooks
+        assert isinstance(_core.live_blocks(), int)
+    finally:
+        tracemalloc.stop()                   # restores what it found: ours are out
+    assert _core.live_blocks() is None
+    assert _core.start_block_counter() is True
+    assert isinstance(_core.live_blocks(), int)

@@ -42,6 +42,15 @@ def release_records(census: RawCensus) -> None:
 def inline_size(obj: object) -> int | None:
     """Test harness: the size the walk computes without sys.getsizeof."""
 
+def start_block_counter() -> bool:
+    """Start counting blocks handed out less blocks freed (True: hooked now)."""
+
+def live_blocks() -> int | None:
+    """The block count (None: the counter is not running or lost its hooks)."""
+
+def stop_block_counter() -> bool:
+    """Take the counting hooks out (False: another hook is on top of them)."""
+
 def fill_tuple_free_lists() -> None:
     """Leave CPython's tuple free lists full (2000 of each size 1-20)."""
 

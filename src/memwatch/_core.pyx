@@ -1304,6 +1304,45 @@ def new_objects(list objects not None, types, addresses):
     return out
 
 
+cdef extern from "_blocks.h":
+    Py_ssize_t PY_SSIZE_T_MIN
+    int mw_blocks_start()
+    Py_ssize_t mw_blocks_read()
+    int mw_blocks_stop()
+
+
+def start_block_counter():
+    """Start counting the blocks Python's allocators hand out and take
+    back (the MEM and OBJ domains, through PEP 445 hooks that only count).
+
+    Returns True if the hooks went in now, False if they were still in
+    place from an earlier start.  ``live_blocks()`` reads the count in
+    nanoseconds, where ``sys.getallocatedblocks()`` walks every pymalloc
+    pool (0.17 ms on a 64k-test pytest session's heap).  Call
+    :func:`stop_block_counter` when done: every allocation meanwhile pays
+    an extra indirect call."""
+    return bool(mw_blocks_start())
+
+
+def live_blocks():
+    """Blocks allocated less blocks freed since the counter started (only
+    the difference between two readings means anything; it goes below zero
+    when older objects are freed), or None when the counter is not running:
+    never started, stopped, or its hooks are no longer called (another tool
+    restored an allocator from before them).  Start it again then."""
+    cdef Py_ssize_t n = mw_blocks_read()
+    if n == PY_SSIZE_T_MIN:
+        return None
+    return n
+
+
+def stop_block_counter():
+    """Take the counting hooks out.  Returns False when another tool's hooks
+    are on top of them: they then stay chained (still counting, nothing
+    else), since taking them out would drop the other tool's too."""
+    return bool(mw_blocks_stop())
+
+
 cdef extern from *:
     """
     #if defined(__GLIBC__)
