@@ -1013,8 +1013,11 @@ def test_a_follow_up_that_could_not_decide_in_its_time_is_not_run(pytester, run)
     # 50 ms a call and a 1 s follow-up: about 20 more calls, far from the 64
     # that decide, so the unmarked test is inconclusive without it, and says
     # how far the follow-up would have got.  The marked one gets its follow-up.
+    # (The census runs are all made: the rule that stops them early is the
+    # next test's.)
     pytester.makeconftest("import memwatch.pytest_plugin as p\n"
-                          "p.AUTO_CONFIRM_SECONDS = 1.0\np.CONFIRM_SECONDS = 0.0\n")
+                          "p.AUTO_CONFIRM_SECONDS = 1.0\np.CONFIRM_SECONDS = 0.0\n"
+                          "p._UNREACHABLE_RUNS = 99\n")
     pytester.makepyfile(test_dear="import time\n" + GROWING_PAIR.format(call="time.sleep(0.05)"))
     result = run("-q", "--memwatch-leaks", "-p", "no:asyncio")
     result.assert_outcomes(passed=1, failed=1)
@@ -1025,6 +1028,36 @@ def test_a_follow_up_that_could_not_decide_in_its_time_is_not_run(pytester, run)
         "mark it no_leak for the full 256-call follow-up)",
         "LEAK test_dear.py::test_grows_marked - *"])
     assert "time limit 0 s reached" in result.stdout.str()
+
+
+def test_census_runs_that_could_only_clear_an_unreachable_test_are_not_made(pytester, run):
+    # Still growing on each of 2 census runs, with a follow-up that could not
+    # reach 64 calls even after the other 3 runs: those runs could only clear
+    # the test, never find a leak, so it is inconclusive at once.
+    pytester.makeconftest("import memwatch.pytest_plugin as p\np.AUTO_CONFIRM_SECONDS = 1.0\n")
+    pytester.makepyfile(test_dear="""
+import time
+KEEP = []
+
+class Session:
+    pass
+
+def test_grows():
+    KEEP.append(Session())
+    time.sleep(0.05)
+
+def test_calls_made():
+    # 3 first-pass calls, 2 after full collections, 2 census runs (not 5)
+    assert len(KEEP) == 7, len(KEEP)
+""")
+    result = run("-q", "--memwatch-leaks", "-p", "no:asyncio")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "*InconclusiveWarning: memwatch: test_grows not measured: inconclusive (grew on each "
+        "of its first 2 census runs (test_dear.Session*); at 0.05* s a call the follow-up's "
+        "1 s would reach about * calls, short of the 64 it needs to tell a filling cache "
+        "from a leak; mark it no_leak for the full 256-call follow-up)",
+        "memwatch: 1 of 2 tests measured; not measured: 1 inconclusive"])
 
 
 def test_a_dear_call_gets_its_holder_without_tracing(pytester, run):

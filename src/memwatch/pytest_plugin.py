@@ -450,6 +450,20 @@ _FOLLOW_UP_REACH = CONFIRM_CALLS // 4
 _CONFIRM_SHARE = 0.5
 
 
+# Under --memwatch-leaks, a test still growing on each of this many census
+# runs whose follow-up could not reach _FOLLOW_UP_REACH calls even after the
+# other runs is inconclusive at once: the other runs could only clear it.
+_UNREACHABLE_RUNS = 2
+
+
+def _short_reach(grew: str, what: list[str], call_wall: float, seconds: float,
+                 reach: float) -> str:
+    return (f"{grew} ({', '.join(what)}); at {call_wall:.2g} s a call the follow-up's "
+            f"{seconds:g} s would reach about {int(reach)} calls, short of the "
+            f"{_FOLLOW_UP_REACH} it needs to tell a filling cache from a leak; mark it "
+            f"no_leak for the full {CONFIRM_CALLS}-call follow-up")
+
+
 class Inconclusive(Exception):
     """Under ``--memwatch-leaks``: growth still going when the follow-up's
     time ran out, over too few calls for a verdict (the test's own result
@@ -838,6 +852,18 @@ def _measure(call: Callable[[], Any], label: str, warmup: int | None, runs: int 
                                                         ignore_names, tolerance):
             done = i
             break
+        if screen and confirm and _UNREACHABLE_RUNS <= i < runs:
+            # Still growing on every run.  If the follow-up could not get
+            # far enough even after the remaining runs, those runs could only
+            # clear the test, never find a leak: the test is inconclusive now
+            # (attrs' Hypothesis tests, 0.2-0.5 s a call, spent 7 calls to
+            # end inconclusive).
+            reach = calls + runs - i + AUTO_CONFIRM_SECONDS * i / call_wall if call_wall else math.inf
+            if reach < _FOLLOW_UP_REACH:
+                raise Inconclusive(_short_reach(
+                    f"grew on each of its first {i} census runs",
+                    sorted(candidates)[:3] + (["memory"] if memory[0] else []),
+                    call_wall / i, AUTO_CONFIRM_SECONDS, reach))
     del candidates, memory
     raws = raws[:done + 1]
     measured_warmup = calls - done
@@ -863,12 +889,10 @@ def _measure(call: Callable[[], Any], label: str, warmup: int | None, runs: int 
             # partial stage far from the calls that decide: not worth its
             # seconds (attrs' Hypothesis tests, 0.3-1 s a call, spent 10 s
             # each to end inconclusive at 12-40 calls).
-            grew = ", ".join(m.growing[:3] + (["memory"] if m.memory_grew else []))
-            raise Inconclusive(
-                f"grew over {calls} calls ({grew}); at {call_wall:.2g} s a call the "
-                f"follow-up's {seconds:g} s would reach about {int(reach)} calls, short of "
-                f"the {_FOLLOW_UP_REACH} it needs to tell a filling cache from a leak; "
-                f"mark it no_leak for the full {CONFIRM_CALLS}-call follow-up")
+            raise Inconclusive(_short_reach(
+                f"grew over {calls} calls",
+                m.growing[:3] + (["memory"] if m.memory_grew else []),
+                call_wall, seconds, reach))
         _confirm(m, invoke, lambda: calls, counts, total, walk, quiet_collect, seconds)
     del counts
     if m.leaked and screen and m.confirm_note:
