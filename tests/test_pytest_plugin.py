@@ -1169,10 +1169,27 @@ def test_leaks_pass_the_first_pass(make):
 '''
 
 
-def test_cheap_first_pass(pytester, run):
-    pytester.makepyfile(test_screen=SCREEN)
+@pytest.mark.parametrize("blocks", ["counting hooks", "getallocatedblocks"])
+def test_cheap_first_pass(pytester, run, blocks):
+    # Both sources of the block count, each forced: the counting hooks and
+    # sys.getallocatedblocks() (which one a check uses depends on the heap).
+    share = "-1.0" if blocks == "counting hooks" else "1e9"
+    pytester.makeconftest(f"import memwatch.pytest_plugin as p\np._COUNTER_SHARE = {share}\n")
+    pytester.makepyfile(test_screen=SCREEN + f"""
+def test_the_block_source_was_{blocks.replace(' ', '_')}(monkeypatch):
+    import memwatch.pytest_plugin as p
+    seen = []
+    real = p._Screen.sample
+    def sample(self):
+        seen.append(self.counter)
+        real(self)
+    monkeypatch.setattr(p._Screen, "sample", sample)
+    check_no_leak(lambda: KEEP.append(Thing()), screen=True, raise_on_leak=False,
+                  examples=False, confirm=False)
+    assert seen and set(seen) == {{{blocks == "counting hooks"}}}, seen
+""")
     result = run("-q", "-p", "no:asyncio")
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
 
 
 def test_the_census_runs_stop_once_no_growth_on_every_run_is_possible(monkeypatch):

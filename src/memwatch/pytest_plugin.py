@@ -575,6 +575,29 @@ def _fill_free_lists() -> None:
 _MEDIUM = 1 << 20
 
 
+# A reading of sys.getallocatedblocks() walks every pymalloc pool: 8 us on
+# boltons' and toolz's session heaps, 37 us on idna's, 170 us on
+# packaging's (64k tests).  The counting hooks read in 0.13 us, but while
+# they are in every allocation is dearer (+20% on a loop that only
+# allocates).  A check counts with the hooks where a reading costs more
+# than this share of the test's first call (packaging's test_version.py,
+# 51k tests: 110 -> 82 CPU s; boltons' 522, 0.5-5 ms a call: 5% dearer
+# with the hooks).  The reading's cost is timed again every 128 checks
+# (the heap grows over a session).
+_COUNTER_SHARE = 0.1
+_READ_COST = [0.0, 0]       # seconds a reading took, checks since it was timed
+
+
+def _use_block_counter(first_call: float) -> bool:
+    cost = _READ_COST
+    if cost[1] % 128 == 0:
+        t0 = time.perf_counter()
+        sys.getallocatedblocks()
+        cost[0] = time.perf_counter() - t0
+    cost[1] += 1
+    return cost[0] > _COUNTER_SHARE * first_call
+
+
 def _live_blocks() -> int | None:
     from memwatch import _core
     return _core.live_blocks()
@@ -589,18 +612,18 @@ class _Screen:
     """The cheap first pass of ``--memwatch-leaks``: after each call a
     young-generation collection and two counters that cost microseconds:
     the blocks Python's allocators have handed out and not taken back
-    (``_core.live_blocks()``: every object, tracked or not, big ones too;
-    ``sys.getallocatedblocks()`` counts the same by walking every pymalloc
-    pool, 0.17 ms a reading on packaging's session heap) and the
+    (every object, tracked or not, big ones too: ``sys.getallocatedblocks()``,
+    or the counting hooks' ``_core.live_blocks()`` where that is dearer, see
+    _use_block_counter) and the
     bytes malloc has handed out (C buffers).  A leak of objects adds
     blocks on every call; a test that grew neither is clean without a heap
     walk.  A full automatic collection during a call can free old garbage
     and hide a growth: the steps up to it are not judged."""
 
     __slots__ = ("blocks", "bytes", "full_collections", "in_use", "since", "full", "tuples",
-                 "counted")
+                 "counter", "counted")
 
-    def __init__(self, full: bool = False) -> None:
+    def __init__(self, full: bool = False, counter: bool = False) -> None:
         self.blocks = array("q")
         self.bytes = array("q")
         self.in_use = _malloc_in_use()
@@ -610,8 +633,10 @@ class _Screen:
         # The tuple free lists filled before each reading too (about 1 ms: a
         # full collection empties them anyway; see fill_tuple_free_lists).
         self.tuples = False
-        # The sample from which the block counter has counted without a
-        # break (it is started at the first; see _live_blocks).
+        # Blocks from the counting hooks, not sys.getallocatedblocks() (see
+        # _use_block_counter), and the sample from which they have counted
+        # without a break (they are started at the first).
+        self.counter = counter
         self.counted = 0
 
     def sample(self) -> None:
@@ -641,7 +666,7 @@ class _Screen:
         if self.tuples:
             from memwatch import _core
             _core.fill_tuple_free_lists()
-        n = _live_blocks()
+        n = _live_blocks() if self.counter else sys.getallocatedblocks()
         if n is None:
             # The counter was not running (the first sample) or lost its
             # hooks (another tool restored an allocator from before them):
@@ -733,6 +758,7 @@ def _measure(call: Callable[[], Any], label: str, warmup: int | None, runs: int 
     sinks = _Sinks()
     sinks.begin(funcargs, node)
     calls = 0
+    counter = [False]           # whether this check's block readings are the hooks'
 
     def invoke() -> None:
         nonlocal calls
@@ -740,7 +766,9 @@ def _measure(call: Callable[[], Any], label: str, warmup: int | None, runs: int 
         if calls == 1:
             # The first call runs before the sinks are marked, so its
             # captured logs and warnings stay in the report.
+            w0 = perf()
             call()
+            counter[0] = _use_block_counter(perf() - w0)
             sinks.mark()
             return
         failure = None
@@ -757,11 +785,12 @@ def _measure(call: Callable[[], Any], label: str, warmup: int | None, runs: int 
 
     dear = False        # the first pass hands a dear call straight to the census runs
     if screen:
-        first = _Screen()
+        first = _Screen(counter=counter[0])
         flat = False
         for i in range(3):
             invoke()
             if i == 0:
+                first.counter = counter[0]      # (decided by the first call)
                 # The first call's own first-time work is not its cost.
                 # (Taken before the first sample, as is the loop's iterator:
                 # what the pass itself holds is no step between samples.)
@@ -808,7 +837,7 @@ def _measure(call: Callable[[], Any], label: str, warmup: int | None, runs: int 
             # promoted before it became garbage (a cycle dropped on the next
             # call): the same counters after full collections, over two more
             # calls, before the census (which costs a heap walk per call).
-            second = _Screen(full=True)
+            second = _Screen(full=True, counter=counter[0])
             second.sample()
             for _ in range(2):
                 invoke()
@@ -893,7 +922,8 @@ def _measure(call: Callable[[], Any], label: str, warmup: int | None, runs: int 
                 f"grew over {calls} calls",
                 m.growing[:3] + (["memory"] if m.memory_grew else []),
                 call_wall, seconds, reach))
-        _confirm(m, invoke, lambda: calls, counts, total, walk, quiet_collect, seconds)
+        _confirm(m, invoke, lambda: calls, counts, total, walk, quiet_collect, seconds,
+                 counter[0])
     del counts
     if m.leaked and screen and m.confirm_note:
         grew = ", ".join(m.growing[:3] + (["memory"] if m.memory_grew else []))
@@ -917,7 +947,8 @@ def _measure(call: Callable[[], Any], label: str, warmup: int | None, runs: int 
 
 def _confirm(m: Measurements, invoke: Callable[[], None], calls: Callable[[], int],
              last: dict[str, int], total_size: int, walk: Callable[[], Any],
-             collect: Callable[[], int], seconds: float = CONFIRM_SECONDS) -> None:
+             collect: Callable[[], int], seconds: float = CONFIRM_SECONDS,
+             counter: bool = False) -> None:
     """Keep calling to CONFIRM_CALLS calls in stages ending at 16, 32, ...:
     a growing type (or the bytes) must grow over every stage by at least
     half what its slowest measured rate predicts.  What stops growing was a
@@ -934,7 +965,7 @@ def _confirm(m: Measurements, invoke: Callable[[], None], calls: Callable[[], in
     start = time.perf_counter()
     checkpoint = 16
     decisive = CONFIRM_CALLS // 2
-    cheap = _Screen()
+    cheap = _Screen(counter=counter)
     cheap.sample()
     census_at = calls()
     while (rates or byte_rate > 0) and calls() < CONFIRM_CALLS:
