@@ -33,6 +33,16 @@ static inline void *mw_calloc(size_t n, size_t size) { return mw_inject_failure(
 static inline void *mw_realloc(void *p, size_t n) { return mw_inject_failure() ? NULL : PyMem_RawRealloc(p, n); }
 static inline void mw_free(void *p) { PyMem_RawFree(p); }
 
+/* Is hook (its malloc and ctx) the allocator installed on domain now, on top
+ * of any chain?  (The allocator hooks of _sampler.h and _blocks.h.) */
+static inline int
+mw_allocator_is(PyMemAllocatorDomain domain, const PyMemAllocatorEx *hook)
+{
+    PyMemAllocatorEx cur;
+    PyMem_GetAllocator(domain, &cur);
+    return cur.malloc == hook->malloc && cur.ctx == hook->ctx;
+}
+
 /* n items of size bytes: NULL (never a wrapped, too-small block) when the
  * product does not fit, so a caller's size computation cannot overflow. */
 static inline void *

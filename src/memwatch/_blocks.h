@@ -26,6 +26,8 @@
 
 #include <Python.h>
 
+#include "_alloc.h"
+
 typedef struct {
     PyMemAllocatorEx orig;
     PyMemAllocatorDomain domain;
@@ -130,9 +132,7 @@ static int
 mw_blocks_on_top(void)
 {
     for (int i = 0; i < 2; i++) {
-        PyMemAllocatorEx cur;
-        PyMem_GetAllocator(mw_blocks_hooks[i].domain, &cur);
-        if (cur.malloc != mw_blocks_fns[i].malloc || cur.ctx != &mw_blocks_hooks[i]) {
+        if (!mw_allocator_is(mw_blocks_hooks[i].domain, &mw_blocks_fns[i])) {
             return 0;
         }
     }

@@ -740,9 +740,7 @@ mw_hooks_on_top(void)
         if (!mw_hooks[i].installed) {
             return 0;
         }
-        PyMemAllocatorEx cur;
-        PyMem_GetAllocator(mw_hooks[i].domain, &cur);
-        if (cur.malloc != mw_hook_fns[i].malloc || cur.ctx != &mw_hooks[i]) {
+        if (!mw_allocator_is(mw_hooks[i].domain, &mw_hook_fns[i])) {
             return 0;
         }
     }
