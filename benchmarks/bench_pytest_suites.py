@@ -15,7 +15,7 @@ a planted leak is run again alone under ``--memwatch-leaks``: it is counted as
 true when it is flagged again there (its headline then says the growth went
 on over 256 calls, printed in the closing note), false otherwise.
 
-    python benchmarks/bench_pytest_suites.py [--only toolz,attrs] [--cache DIR]
+    python benchmarks/bench_pytest_suites.py [--only toolz,attrs] [--cache DIR] [--repeat N]
 
 Needs network access to PyPI for the first run (sdists, test dependencies);
 later runs reuse the cache.  Runs with the interpreter that runs it; memwatch
@@ -29,6 +29,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -193,16 +194,22 @@ def plugin_args(python: Path) -> list[str]:
     return ["--memwatch-leaks"] if found else ["-p", "memwatch.pytest_plugin", "--memwatch-leaks"]
 
 
-def bench(suite: Suite, cache: Path) -> dict:
+def bench(suite: Suite, cache: Path, repeat: int = 1) -> dict:
     python, work = prepare(suite, cache)
     xml_plain, xml_plugin = work / "plain.xml", work / "plugin.xml"
     cpu_plain, wall_plain, out_plain = run_pytest(python, work, suite, [], xml_plain)
     plugin_opts = plugin_args(python)
     cpu_plugin, wall_plugin, out_plugin = run_pytest(python, work, suite, plugin_opts, xml_plugin)
-    # Plain once more, after: the plain time is the mean of the runs either
-    # side of the plugin's (the machine's load drifts).
-    cpu_plain2, wall_plain2, _ = run_pytest(python, work, suite, [], work / "plain2.xml")
-    cpu_plain, wall_plain = (cpu_plain + cpu_plain2) / 2, (wall_plain + wall_plain2) / 2
+    # Plain once more after each plugin run, alternating (the machine's load
+    # drifts): the times are medians, plain's over repeat + 1 runs.
+    plains, plugins = [(cpu_plain, wall_plain)], [(cpu_plugin, wall_plugin)]
+    for k in range(repeat):
+        if k:
+            plugins.append(run_pytest(python, work, suite, plugin_opts,
+                                      work / "plugin2.xml")[:2])
+        plains.append(run_pytest(python, work, suite, [], work / "plain2.xml")[:2])
+    cpu_plain, wall_plain = (statistics.median(t[i] for t in plains) for i in (0, 1))
+    cpu_plugin, wall_plugin = (statistics.median(t[i] for t in plugins) for i in (0, 1))
     plain, plugin = outcomes(xml_plain), outcomes(xml_plugin)
     leaks = re.findall(r"^LEAK (\S+) - (.*)$", out_plugin, re.M)
     leaked = {xml_key(n) for n, _ in leaks}
@@ -244,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated suite names")
     parser.add_argument("--cache", default=str(DEFAULT_CACHE))
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="plugin runs per suite, each followed by a plain one (medians)")
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     cache = Path(args.cache)
@@ -253,15 +262,16 @@ def main(argv: list[str] | None = None) -> int:
         if only and suite.name not in only:
             continue
         print(f"... {suite.label}", file=sys.stderr, flush=True)
-        rows.append(bench(suite, cache))
+        rows.append(bench(suite, cache, max(1, args.repeat)))
         r = rows[-1]
         # A row as soon as a suite is done: the whole run takes long.
         print(f"    {r['suite']}: plain {r['plain']:.2f} s, plugin {r['plugin']:.2f} s, "
               f"{r['ratio']:.2f}x, flags {r['true']} true / {r['false']} false, "
               f"red only under the plugin {len(r['red_only'])}", file=sys.stderr, flush=True)
     load_after = os.getloadavg()
-    print(f"\nPython {sys.version.split()[0]}, CPU seconds of each pytest run "
-          f"(machine shared with other work: load average {load_before[0]:.1f} at the "
+    print(f"\nPython {sys.version.split()[0]}, CPU seconds of a pytest run (medians of "
+          f"{max(1, args.repeat)} plugin and {max(1, args.repeat) + 1} plain runs, alternating; "
+          f"machine shared with other work: load average {load_before[0]:.1f} at the "
           f"start, {load_after[0]:.1f} at the end, on {os.cpu_count()} CPUs)\n")
     print("| suite | tests (measured) | plain s | `--memwatch-leaks` s | ratio "
           "| flagged true / false | planted missed | red only under the plugin | red plain |")
