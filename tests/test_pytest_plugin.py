@@ -1126,7 +1126,7 @@ def test_tuples_resized_while_built_are_no_growth():
     if sys.version_info < (3, 14):      # (3.14's malloc caches may need more calls)
         assert m.calls < 16, m.calls
 
-def test_a_dear_call_goes_from_two_calls_to_the_census_runs(monkeypatch):
+def test_a_dear_first_call_goes_straight_to_the_census_runs(monkeypatch):
     import memwatch.pytest_plugin as p
     monkeypatch.setattr(p, "_SCREEN_DEAR", -1.0)     # every call is dear
     n = [0]
@@ -1136,14 +1136,39 @@ def test_a_dear_call_goes_from_two_calls_to_the_census_runs(monkeypatch):
         if n[0] in (2, 3):
             KEEP.extend(Thing() for _ in range(20))
 
-    # No third first-pass call and no full-collection pass (those clear it at
-    # 5 calls, screened): the census runs from call 3 on, and they end early
-    # (census run 1 grew, a later one did not, so nothing grew on every run).
+    # No more first-pass calls and no full-collection pass (those clear it,
+    # screened): the census runs from call 2 on, with call 1 as the warm-up,
+    # and they end early (runs 1 and 2 grew, run 3 did not, so nothing grew
+    # on every run).
     m = check_no_leak(grows_twice, screen=True)
-    assert not m.screened and not m.leaked and m.calls < 2 + 5, m.calls
-    # A leak: the two first-pass calls are its warm-up, then the 5 runs.
+    assert not m.screened and not m.leaked and m.calls < 1 + 5, m.calls
+    # A leak: the first call is its warm-up, then the 5 runs.
     m = check_no_leak(lambda: KEEP.append(Thing()), screen=True, raise_on_leak=False,
                       examples=False, confirm=False)
+    assert m.leaked and not m.screened and m.calls == 1 + 5, m.calls
+
+def burn(seconds):
+    import time
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+def test_a_dear_second_call_goes_from_two_calls_to_the_census_runs(monkeypatch):
+    import memwatch.pytest_plugin as p
+    monkeypatch.setattr(p, "_SCREEN_DEAR", 0.02)
+    n = [0]
+
+    def cheap_once_then_dear():
+        # The first call is cheap, so the first pass goes on; its second is
+        # dear (the call is made dear from then on).
+        n[0] += 1
+        KEEP.append(Thing())
+        if n[0] > 1:
+            burn(0.03)
+
+    m = check_no_leak(cheap_once_then_dear, screen=True, raise_on_leak=False,
+                      examples=False, confirm=False)
+    # The two first-pass calls are its warm-up, then the 5 runs.
     assert m.leaked and not m.screened and m.calls == 2 + 5, m.calls
 
 HOLD = {}
@@ -1189,7 +1214,7 @@ def test_the_block_source_was_{blocks.replace(' ', '_')}(monkeypatch):
     assert seen and set(seen) == {{{blocks == "counting hooks"}}}, seen
 """)
     result = run("-q", "-p", "no:asyncio")
-    result.assert_outcomes(passed=10)
+    result.assert_outcomes(passed=11)
 
 
 def test_the_census_runs_stop_once_no_growth_on_every_run_is_possible(monkeypatch):
