@@ -848,12 +848,19 @@ def _measure(call: Callable[[], Any], label: str, warmup: int | None, runs: int 
             # promoted before it became garbage (a cycle dropped on the next
             # call): the same counters after full collections, over two more
             # calls, before the census (which costs a heap walk per call).
+            # Growth must show on both steps here too: a first step that grew
+            # nothing settles it, and the second call is saved.
+            # (No loop: its iterator, made after the first sample, would be a
+            # block on the first step.)
             second = _Screen(full=True, counter=counter[0])
             second.sample()
-            for _ in range(2):
+            invoke()
+            second.sample()
+            grew = second.grew(tolerance, 1)
+            if grew:
                 invoke()
                 second.sample()
-            grew = second.grew(tolerance)
+                grew = second.grew(tolerance)
         if not grew:
             return Measurements(label=label, warmup=warmup, runs=runs, tolerance=tolerance,
                                 ignore=ignore_names, deltas=[], growing=[],
