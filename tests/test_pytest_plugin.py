@@ -1175,6 +1175,26 @@ def test_the_full_collection_pass_ends_at_a_first_step_that_grew_nothing(monkeyp
                       examples=False, confirm=False)
     assert m.leaked and not m.screened and m.calls == 3 + 2 + 5, m.calls
 
+def test_the_census_baseline_reuses_the_full_collection_pass_s_last_collections(monkeypatch):
+    # Nothing was called since that pass's last sample, so the census's
+    # first reading needs no full collections of its own: 3 for that pass's
+    # samples, then 1 for each of the 5 census runs.
+    import memwatch.pytest_plugin as p
+    settles = []
+    real = p._settle
+    monkeypatch.setattr(p, "_settle", lambda collect: (settles.append(1), real(collect)))
+    monkeypatch.setattr(p, "_SCREEN_CHEAP", -1.0)
+    m = check_no_leak(lambda: KEEP.append(Thing()), screen=True, raise_on_leak=False,
+                      examples=False, confirm=False)
+    assert m.leaked and m.calls == 3 + 2 + 5, m.calls
+    assert len(settles) == 3 + 5, len(settles)
+    # With warm-up calls after that pass, the census collects first.
+    settles.clear()
+    m = check_no_leak(lambda: KEEP.append(Thing()), screen=True, raise_on_leak=False,
+                      examples=False, confirm=False, warmup=6)
+    assert m.leaked and m.calls == 3 + 2 + 1 + 5, m.calls
+    assert len(settles) == 3 + 1 + 5, len(settles)
+
 def burn(seconds):
     import time
     end = time.process_time() + seconds
@@ -1242,7 +1262,7 @@ def test_the_block_source_was_{blocks.replace(' ', '_')}(monkeypatch):
     assert seen and set(seen) == {{{blocks == "counting hooks"}}}, seen
 """)
     result = run("-q", "-p", "no:asyncio")
-    result.assert_outcomes(passed=12)
+    result.assert_outcomes(passed=13)
 
 
 def test_the_census_runs_stop_once_no_growth_on_every_run_is_possible(monkeypatch):
