@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -1030,12 +1031,9 @@ def test_a_follow_up_that_could_not_decide_in_its_time_is_not_run(pytester, run)
     assert "time limit 0 s reached" in result.stdout.str()
 
 
-def test_census_runs_that_could_only_clear_an_unreachable_test_are_not_made(pytester, run):
-    # Still growing on each of 2 census runs, with a follow-up that could not
-    # reach 64 calls even after the other 3 runs: those runs could only clear
-    # the test, never find a leak, so it is inconclusive at once.
-    pytester.makeconftest("import memwatch.pytest_plugin as p\np.AUTO_CONFIRM_SECONDS = 1.0\n")
-    pytester.makepyfile(test_dear="""
+# A test that keeps a new object a call and then does ``call``, and a test
+# after it that checks how many calls it got.
+COUNTED_GROWTH = """
 import time
 KEEP = []
 
@@ -1044,14 +1042,29 @@ class Session:
 
 def test_grows():
     KEEP.append(Session())
-    time.sleep(0.05)
+    {call}
 
 def test_calls_made():
-    # 3 first-pass calls, 2 after full collections, 2 census runs (not 5)
-    assert len(KEEP) == 7, len(KEEP)
-""")
+    assert len(KEEP) {calls}, len(KEEP)
+"""
+
+
+def _one_second_follow_up(pytester: Any, run: Any, name: str, call: str, calls: str) -> Any:
+    """Run test_grows and test_calls_made under --memwatch-leaks with a 1 s
+    follow-up; both pass (test_grows inconclusive)."""
+    pytester.makeconftest("import memwatch.pytest_plugin as p\np.AUTO_CONFIRM_SECONDS = 1.0\n")
+    pytester.makepyfile(**{name: COUNTED_GROWTH.format(call=call, calls=calls)})
     result = run("-q", "--memwatch-leaks", "-p", "no:asyncio")
     result.assert_outcomes(passed=2)
+    return result
+
+
+def test_census_runs_that_could_only_clear_an_unreachable_test_are_not_made(pytester, run):
+    # Still growing on each of 2 census runs, with a follow-up that could not
+    # reach 64 calls even after the other 3 runs: those runs could only clear
+    # the test, never find a leak, so it is inconclusive at once.  Calls:
+    # 3 in the first pass, 2 after full collections, 2 census runs (not 5).
+    result = _one_second_follow_up(pytester, run, "test_dear", "time.sleep(0.05)", "== 7")
     result.stdout.fnmatch_lines([
         "*InconclusiveWarning: memwatch: test_grows not measured: inconclusive (grew on each "
         "of its first 2 census runs (test_dear.Session*); at 0.05* s a call (its slowest), the follow-up's "
@@ -1065,25 +1078,9 @@ def test_the_follow_up_s_reach_is_judged_on_the_slowest_call(pytester, run):
     # the follow-up's 1 s would reach 64 calls and more, the slowest says
     # about 33.  Random tests' calls vary like this (Hypothesis: 2x), and
     # the mean sent them to follow-ups that ran out short of 64 calls.
-    pytester.makeconftest("import memwatch.pytest_plugin as p\np.AUTO_CONFIRM_SECONDS = 1.0\n")
-    pytester.makepyfile(test_uneven="""
-import time
-KEEP = []
-
-class Session:
-    pass
-
-def test_grows():
-    KEEP.append(Session())
-    if len(KEEP) % 3 == 0:
-        time.sleep(0.03)
-
-def test_calls_made():
-    # The first pass, the census runs, no follow-up (it would add 60 or more)
-    assert len(KEEP) < 40, len(KEEP)
-""")
-    result = run("-q", "--memwatch-leaks", "-p", "no:asyncio")
-    result.assert_outcomes(passed=2)
+    # Calls: the first pass and the census runs, no follow-up (60 or more).
+    result = _one_second_follow_up(pytester, run, "test_uneven",
+                                   "time.sleep(0.03) if len(KEEP) % 3 == 0 else None", "< 40")
     result.stdout.fnmatch_lines([
         "*InconclusiveWarning: memwatch: test_grows not measured: inconclusive (grew *); "
         "at 0.03* s a call (its slowest), the follow-up's 1 s would reach about * calls, "
