@@ -1087,6 +1087,18 @@ def test_the_follow_up_s_reach_is_judged_on_the_slowest_call(pytester, run):
         "short of the 64 it needs*"])
 
 
+def test_a_follow_up_whose_calls_got_slower_stops_when_it_can_no_longer_reach_64(pytester, run):
+    # Instant calls up to the follow-up, 30 ms ones from call 27: its 1 s
+    # could then reach about 60 calls, not 64, and it stops at once rather
+    # than run out its time (about 58 calls).
+    result = _one_second_follow_up(pytester, run, "test_slower",
+                                   "time.sleep(0.03) if len(KEEP) > 26 else None", "< 40")
+    result.stdout.fnmatch_lines([
+        "*InconclusiveWarning: memwatch: test_grows not measured: inconclusive (grew over "
+        "* calls (test_slower.Session*); at 0.03* s a call (its slowest), the follow-up's 1 s "
+        "would reach about * calls, short of the 64 it needs*"])
+
+
 def test_a_dear_call_gets_its_holder_without_tracing(pytester, run):
     # Tracing every allocation multiplies a call's cost by 10-80: where a call
     # costs more than the limit, the extra call runs untraced and the message

@@ -962,7 +962,7 @@ def _measure(call: Callable[[], Any], label: str, warmup: int | None, runs: int 
                 m.growing[:3] + (["memory"] if m.memory_grew else []),
                 call_slow, seconds, reach))
         _confirm(m, invoke, lambda: calls, counts, total, walk, quiet_collect, seconds,
-                 counter[0])
+                 counter[0], _FOLLOW_UP_REACH if screen else 0)
     del counts
     if m.leaked and screen and m.confirm_note:
         grew = ", ".join(m.growing[:3] + (["memory"] if m.memory_grew else []))
@@ -987,7 +987,7 @@ def _measure(call: Callable[[], Any], label: str, warmup: int | None, runs: int 
 def _confirm(m: Measurements, invoke: Callable[[], None], calls: Callable[[], int],
              last: dict[str, int], total_size: int, walk: Callable[[], Any],
              collect: Callable[[], int], seconds: float = CONFIRM_SECONDS,
-             counter: bool = False) -> None:
+             counter: bool = False, reach: int = 0) -> None:
     """Keep calling to CONFIRM_CALLS calls in stages ending at 16, 32, ...:
     a growing type (or the bytes) must grow over every stage by at least
     half what its slowest measured rate predicts.  What stops growing was a
@@ -998,7 +998,11 @@ def _confirm(m: Measurements, invoke: Callable[[], None], calls: Callable[[], in
     and malloc's bytes (microseconds) are read first, and a census follows
     only when they grew less than the growing types predict (the growth may
     have stopped: the follow-up can end early).  Stages with no census are
-    judged together with the next one."""
+    judged together with the next one.
+
+    With ``reach`` (under ``--memwatch-leaks``), a follow-up whose slowest
+    call so far says it can no longer get to ``reach`` calls in its time
+    stops there: the test is :class:`Inconclusive`."""
     rates = {n: min(d.count(n) for d in m.deltas) for n in m.growing}
     byte_rate = min(m.size_diffs) if m.memory_grew else 0
     start = time.perf_counter()
@@ -1007,15 +1011,29 @@ def _confirm(m: Measurements, invoke: Callable[[], None], calls: Callable[[], in
     cheap = _Screen(counter=counter)
     cheap.sample()
     census_at = calls()
+    slowest = 0.0
     while (rates or byte_rate > 0) and calls() < CONFIRM_CALLS:
         while checkpoint <= calls():
             checkpoint *= 2
         checkpoint = min(checkpoint, CONFIRM_CALLS)
         before = calls()
         while calls() < checkpoint:
+            w0 = time.perf_counter()
             invoke()
-            if time.perf_counter() - start > seconds:
+            now = time.perf_counter()
+            slowest = max(slowest, now - w0)
+            if now - start > seconds:
                 break
+            left = calls() + (seconds - (now - start)) / slowest if slowest > 0 else math.inf
+            if left < reach:
+                # Calls got slower than the census runs' (a random test's
+                # vary 2x; attrs' test_asdict_preserve_order ran its whole
+                # 10 s to end short of 64): the rest of the time could only
+                # run out.
+                raise Inconclusive(_short_reach(
+                    f"grew over {calls()} calls",
+                    sorted(rates)[:3] + (["memory"] if byte_rate > 0 else []),
+                    slowest, seconds, left))
         timed_out = time.perf_counter() - start > seconds
         if calls() < decisive and not timed_out:
             cheap.sample()
