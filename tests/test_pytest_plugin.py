@@ -1306,6 +1306,36 @@ def test_a_dear_second_call_goes_from_two_calls_to_the_census_runs(monkeypatch):
     # warm-up, then the 5 runs.
     assert m.leaked and not m.screened and m.calls == 2 + 1 + 5, m.calls
 
+def test_a_cheap_test_growing_on_three_census_runs_goes_on_to_the_follow_up(monkeypatch):
+    # Its follow-up's calls cost less than the two census runs left, so those
+    # are not made: a leak is found over 256 calls after 3 runs, and growth
+    # that stops right after the third run is cleared by the follow-up.
+    import memwatch.pytest_plugin as p
+    m = check_no_leak(lambda: KEEP.append(Thing()), screen=True, raise_on_leak=False,
+                      examples=False)
+    assert m.leaked and m.runs == 3 and m.confirmed_calls == 256, (m.runs, m.confirmed_calls)
+    judged = []
+    real = p._growth_possible
+    monkeypatch.setattr(p, "_growth_possible",
+                        lambda raws, i, *a: (judged.append(i), real(raws, i, *a))[1])
+    cache = []
+
+    def fills_after_three_runs():
+        if 3 not in judged:
+            cache.append(Thing())
+
+    m = check_no_leak(fills_after_three_runs, screen=True, raise_on_leak=False, examples=False)
+    assert not m.leaked and m.runs == 3 and "test_screen.Thing" in m.stopped, (m.runs, m.stopped)
+    # A dearer call (2 ms: its follow-up costs more than two censuses of this
+    # small heap) gets all 5 runs first.
+    m = check_no_leak(lambda: (KEEP.append(Thing()), burn(0.002)), screen=True,
+                      raise_on_leak=False, examples=False)
+    assert m.leaked and m.runs == 5 and m.confirmed_calls == 256, (m.runs, m.confirmed_calls)
+    monkeypatch.setattr(p, "_FOLLOW_UP_RUNS", 99)       # the rule off: 5 runs
+    m = check_no_leak(lambda: KEEP.append(Thing()), screen=True, raise_on_leak=False,
+                      examples=False)
+    assert m.leaked and m.runs == 5, m.runs
+
 HOLD = {}
 
 def cycle():
@@ -1349,7 +1379,7 @@ def test_the_block_source_was_{blocks.replace(' ', '_')}(monkeypatch):
     assert seen and set(seen) == {{{blocks == "counting hooks"}}}, seen
 """)
     result = run("-q", "-p", "no:asyncio")
-    result.assert_outcomes(passed=15)
+    result.assert_outcomes(passed=16)
 
 
 def test_the_census_runs_stop_once_no_growth_on_every_run_is_possible(monkeypatch):
