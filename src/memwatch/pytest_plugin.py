@@ -885,36 +885,6 @@ def _measure(call: Callable[[], Any], label: str, warmup: int | None, runs: int 
                 second.sample()
                 grew = second.grew(tolerance)
             settled = True
-        elif dear:
-            # A dear call gets one step of those counters after full
-            # collections, not the two heap walks of a first census run: a
-            # step that grew nothing settles it (as above), and growth whose
-            # follow-up could not reach _FOLLOW_UP_REACH calls even after
-            # every census run is inconclusive now (see _UNREACHABLE_RUNS):
-            # the walks could only have cleared it.  On attrs' heap the walks
-            # cost about 0.2 s a test, for some 20 Hypothesis tests that
-            # ended inconclusive that way.  Only growth that could still be
-            # reported goes on to the census runs, this call one more of
-            # their warm-up.
-            # (The call is timed into an array: a float alive at the second
-            # sample would be a block on its step.)
-            second = _Screen(full=True, counter=counter[0])
-            slow = array("d", [0.0])
-            second.sample()
-            slow[0] = perf()
-            invoke()
-            slow[0] = perf() - slow[0]
-            second.sample()
-            grew = second.grew(tolerance, 1)
-            reach = (calls + runs + AUTO_CONFIRM_SECONDS / slow[0]) if slow[0] > 0 else math.inf
-            if grew and confirm and reach < _FOLLOW_UP_REACH:
-                steps = [f"{second.blocks[-1] - second.blocks[-2]:+d} blocks"]
-                if second.bytes[-1] != second.bytes[-2]:
-                    steps.append(f"{second.bytes[-1] - second.bytes[-2]:+d} bytes")
-                raise Inconclusive(_short_reach(
-                    f"grew after full collections on call {calls}", steps,
-                    slow[0], AUTO_CONFIRM_SECONDS, reach))
-            settled = True
         if not grew:
             return Measurements(label=label, warmup=warmup, runs=runs, tolerance=tolerance,
                                 ignore=ignore_names, deltas=[], growing=[],
