@@ -1271,7 +1271,14 @@ def test_a_cheap_test_growing_on_three_census_runs_goes_on_to_the_follow_up(monk
     # Its follow-up's calls cost less than the two census runs left, so those
     # are not made: a leak is found over 256 calls after 3 runs, and growth
     # that stops right after the third run is cleared by the follow-up.
+    # The rule weighs wall times: a census of this small heap takes a few
+    # ms, and one call descheduled for a tenth of that on a loaded machine
+    # (CI) tipped it.  Each census is made to cost 0.2 s more (while the
+    # test's calls stay microseconds), so only a 0.8 ms hiccup could.
+    import time
     import memwatch.pytest_plugin as p
+    settle = p._settle
+    monkeypatch.setattr(p, "_settle", lambda collect: (time.sleep(0.2), settle(collect))[1])
     m = check_no_leak(lambda: KEEP.append(Thing()), screen=True, raise_on_leak=False,
                       examples=False)
     assert m.leaked and m.runs == 3 and m.confirmed_calls == 256, (m.runs, m.confirmed_calls)
@@ -1289,6 +1296,7 @@ def test_a_cheap_test_growing_on_three_census_runs_goes_on_to_the_follow_up(monk
     assert not m.leaked and m.runs == 3 and "test_screen.Thing" in m.stopped, (m.runs, m.stopped)
     # A dearer call (2 ms: its follow-up costs more than two censuses of this
     # small heap) gets all 5 runs first.
+    monkeypatch.setattr(p, "_settle", settle)
     m = check_no_leak(lambda: (KEEP.append(Thing()), burn(0.002)), screen=True,
                       raise_on_leak=False, examples=False)
     assert m.leaked and m.runs == 5 and m.confirmed_calls == 256, (m.runs, m.confirmed_calls)
