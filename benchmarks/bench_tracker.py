@@ -211,6 +211,20 @@ PYPERFORMANCE = ["richards", "json_dumps", "gc_traversal", "nbody", "float", "de
 PYPERF_SHIM = r'''
 import argparse, json, runpy, sys, time, types
 script, config, loops, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+layout = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+if layout:
+    # Another heap layout, the same in every configuration: strings that move
+    # where the benchmark's objects and interned names are allocated, and
+    # classes that each take a type version tag (a lookup assigns one), so
+    # the benchmark's classes get other tags.  CPython's type attribute cache
+    # indexes its 4096 slots by tag and name address: which of the
+    # benchmark's lookups collide, and so its instruction count, moves with
+    # both, as it does with any import (see docs/tracker.md, richards).
+    _layout_strings = [" " * (1 + (i * 37) % 300) for i in range(layout * 97)]
+    _layout_types = [type(f"_Layout{i}", (), {}) for i in range(layout * 13)]
+    for _t in _layout_types:
+        getattr(_t, "_layout", None)
+    del _t
 if config == "imported":
     # memwatch and everything the tracker imports, and no tracker: what the
     # imports alone change (the heap's layout, so the type attribute cache's
@@ -279,7 +293,7 @@ runpy.run_path(script, run_name="__main__")
 
 def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
                   seconds: float = 1.0, callgrind: bool = False,
-                  callgrind_seconds: float = 0.2) -> None:
+                  callgrind_seconds: float = 0.2, layouts: int = 1) -> None:
     import tempfile
     import zipfile
     tmp = tempfile.mkdtemp(prefix="memwatch-pyperf-")
@@ -289,8 +303,9 @@ def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
     env = child_env(PYTHONHASHSEED="0")
 
     def one(script: str, config: str, loops: int, grind: bool = False,
-            scale: float | None = None) -> dict:
-        cmd = [sys.executable, "-c", PYPERF_SHIM, script, config, str(loops), str(seconds)]
+            scale: float | None = None, layout: int = 0) -> dict:
+        cmd = [sys.executable, "-c", PYPERF_SHIM, script, config, str(loops), str(seconds),
+               str(layout)]
         if grind:
             cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + cmd
         run_env = dict(env)
@@ -312,9 +327,10 @@ def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
             result["ir"] = int(m.group(1))
         return result
 
-    def instructions(script: str, config: str, loops: int, scale: float | None) -> float:
-        small = one(script, config, loops, grind=True, scale=scale)
-        big = one(script, config, 2 * loops, grind=True, scale=scale)
+    def instructions(script: str, config: str, loops: int, scale: float | None,
+                     layout: int = 0) -> float:
+        small = one(script, config, loops, grind=True, scale=scale, layout=layout)
+        big = one(script, config, 2 * loops, grind=True, scale=scale, layout=layout)
         return (big["ir"] - small["ir"]) / loops
 
     # Instruction counts (valgrind --tool=callgrind) of whole processes with L
@@ -330,7 +346,9 @@ def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
     if repeat > 0:
         cols.append(f"median CPU per loop of {repeat} alternating fresh runs each")
     if callgrind:
-        cols.append("instructions per loop under callgrind (Ir(2L) - Ir(L)) / L")
+        cols.append("instructions per loop under callgrind (Ir(2L) - Ir(L)) / L"
+                    + (f", median ratio over {layouts} heap layouts [min..max]"
+                       if layouts > 1 else ""))
     print(f"3. pyperformance benchmarks, plain vs {', '.join(configs[1:])} "
           f"(memwatch.on('leak', ...), defaults): {'; '.join(cols)}; load average "
           f"{one_load[0]:.1f}, {one_load[1]:.1f}, {one_load[2]:.1f} at the start\n")
@@ -368,15 +386,25 @@ def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
                 native = one(script, "plain", 2 * gloops)["wall"]
                 small = one(script, "plain", gloops, grind=True)
                 big = one(script, "plain", 2 * gloops, grind=True)
-                per = {"plain": (big["ir"] - small["ir"]) / gloops}
+                plain = [(big["ir"] - small["ir"]) / gloops]
                 scale = max(1.0, big["wall"] / native)
+                # Each layout's ratio is of the same layout's plain count
+                # (layout 0: no padding, as without --layouts).
+                per_layout: dict[str, list[float]] = {c: [] for c in configs[1:]}
+                for k in range(layouts):
+                    if k:
+                        plain.append(instructions(script, "plain", gloops, None, k))
+                    for c in configs[1:]:
+                        per_layout[c].append(instructions(script, c, gloops, scale, k)
+                                             / plain[k])
+                line += f"{plain[0] / 1e6:>10.2f}M "
                 for c in configs[1:]:
-                    per[c] = instructions(script, c, gloops, scale)
-                line += f"{per['plain'] / 1e6:>10.2f}M "
-                for c in configs[1:]:
-                    r = per[c] / per["plain"]
+                    rs = per_layout[c]
+                    r = statistics.median(rs)
                     ratios_g[c].append(r)
                     line += f"{(r - 1) * 100:>+11.2f}%"
+                    if layouts > 1:
+                        line += f" [{(min(rs) - 1) * 100:+.2f}..{(max(rs) - 1) * 100:+.2f}]"
         except Exception as exc:  # noqa: BLE001 - a benchmark that needs a missing package
             print(f"   {name:<18}  skipped: {str(exc).strip().splitlines()[-1][:80]}")
             continue
@@ -410,6 +438,10 @@ def main():
                              "instruction counts only)")
     parser.add_argument("--callgrind-seconds", type=float, default=0.2,
                         help="view 3: native seconds of loops per callgrind run (default 0.2)")
+    parser.add_argument("--layouts", type=int, default=1,
+                        help="view 3 with --callgrind: instruction counts over N heap layouts "
+                             "(padding before the benchmark, the same in each configuration); "
+                             "prints each configuration's median ratio and range (default 1)")
     parser.add_argument("--configs", default="plain,tracked",
                         help="view 3 configurations: plain, tracked (defaults), callbacks "
                              "(gc_callbacks=True), no-callbacks (gc_callbacks=False), imported "
@@ -424,7 +456,7 @@ def main():
     if args.pyperformance:
         pyperformance(args.pyperformance, args.benchmarks.split(","), args.repeat,
                       args.configs.split(","), args.seconds, args.callgrind,
-                      args.callgrind_seconds)
+                      args.callgrind_seconds, args.layouts)
         if args.only_pyperformance:
             return
     measures = ["rss", "blocks", "callable", "tracemalloc", "uss", "python"]
