@@ -398,6 +398,12 @@ def pyperformance(wheel: str, names: list[str], repeat: int, configs: list[str],
                         per_layout[c].append(instructions(script, c, gloops, scale, k)
                                              / plain[k])
                 line += f"{plain[0] / 1e6:>10.2f}M "
+                if layouts > 1:
+                    # What the layout alone moves: plain in each layout
+                    # against plain in layout 0, no memwatch anywhere.
+                    spread = [x / plain[0] for x in plain[1:]]
+                    line += (f"(plain over layouts [{(min(spread) - 1) * 100:+.2f}.."
+                             f"{(max(spread) - 1) * 100:+.2f}]) ")
                 for c in configs[1:]:
                     rs = per_layout[c]
                     r = statistics.median(rs)
