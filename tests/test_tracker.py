@@ -742,6 +742,24 @@ def test_auto_leaves_gc_callbacks_while_young_collections_are_frequent():
     assert memwatch.tracker_info()["callback_switches"] >= 2
 
 
+
+def test_auto_takes_its_first_look_at_the_rate_early():
+    # time_scale 20: later looks are 20 s apart, the first one comes at 2 s.
+    # Leaving the callbacks before the 15 s deadline is only possible through
+    # the first look (a regular one would come at 20 s).
+    memwatch.configure(callbacks_max_rate=50.0, timer_interval=None, time_scale=20.0)
+    memwatch.start()
+    t0 = time.monotonic()
+    assert memwatch.tracker_info()["gc_callbacks"]
+    while memwatch.tracker_info()["gc_callbacks"] and time.monotonic() - t0 < 15:
+        for _ in range(20000):                # a young collection per 700 of these
+            a = []
+            a.append(a)
+    assert not memwatch.tracker_info()["gc_callbacks"], \
+        "the first look at the young-collection rate must come before the regular period"
+    assert memwatch.tracker_info()["callback_switches"] == 1
+
+
 def _leak_run(garbage: bool):
     """In-process: clock samples, and no full collection but the confirmation's."""
     from collections import deque

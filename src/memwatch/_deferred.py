@@ -58,6 +58,7 @@ _worker: threading.Thread | None = None
 _worker_stop = False
 _tick_hooks: list[Callable[[], None]] = []
 _tick_interval = 1.0
+_early_tick: float | None = None    # monotonic time of one extra tick (tick_soon)
 _state_lock = threading.Lock()      # start/stop of the worker (never taken in a GC callback)
 
 
@@ -133,6 +134,14 @@ def set_tick(hooks: list[Callable[[], None]], interval: float) -> None:
     wake()
 
 
+def tick_soon(delay: float) -> None:
+    """Run the tick hooks once, ``delay`` seconds from now, besides the regular ticks
+    (the tracker's first look at the young-collection rate, sooner than a tick)."""
+    global _early_tick
+    _early_tick = time.monotonic() + max(0.0, float(delay))
+    wake()
+
+
 def ensure_worker() -> None:
     global _worker, _worker_stop
     with _state_lock:
@@ -187,10 +196,13 @@ def worker_thread() -> threading.Thread | None:
 
 
 def _run_worker() -> None:
+    global _early_tick
     me = threading.current_thread()
     next_tick = time.monotonic() + _tick_interval
     while not _worker_stop and _worker is me:
-        timeout = max(0.0, next_tick - time.monotonic())
+        early = _early_tick
+        due = next_tick if early is None else min(next_tick, early)
+        timeout = max(0.0, due - time.monotonic())
         if _wake.acquire(timeout=timeout):   # early when post()/wake() released it
             try:
                 _wake_guard.release()        # that wake-up is taken: the next may come
@@ -206,14 +218,19 @@ def _run_worker() -> None:
         _wait_for_collection_end()
         drain()
         now = time.monotonic()
-        if now >= next_tick:
+        early = _early_tick
+        if early is not None and now >= early:
+            _early_tick = None           # one extra tick: the regular ones keep their pace
+        elif now >= next_tick:
             next_tick = now + _tick_interval
-            for hook in _tick_hooks:
-                try:
-                    hook()
-                except Exception:
-                    log.exception("memwatch: internal error in the tracker timer (ignored)")
-            drain()
+        else:
+            continue
+        for hook in _tick_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("memwatch: internal error in the tracker timer (ignored)")
+        drain()
 
 
 def _wait_for_collection_end(limit: float = 1.0) -> None:
