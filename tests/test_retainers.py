@@ -379,3 +379,95 @@ def test_one_search_for_many_targets_finds_each_ones_shortest_path(app_module):
     del chains, one, chain
     assert _graph.shortest_paths_many((), ()) == ([], {})
     assert garbage_free
+
+
+# -- largest_holder: the container piling up objects that hold nothing ---------------
+
+def test_largest_holder_names_the_container_and_its_count(app_module):
+    from memwatch.retainer_paths import largest_holder
+    app_module.SMALL = [b"a%d" % i for i in range(10)]
+    app_module.KEPT = {"log": [b"x%d" % i * 50 for i in range(3000)]}
+    path, count = largest_holder(bytes)
+    assert str(path) == "app.handlers -> dict 'KEPT' -> dict 'log' -> list"
+    assert count == 3000
+    # retainers() on the type finds the instance nearest a root instead
+    assert "'KEPT'" not in str(memwatch.retainers(bytes, limit=1)[0])
+
+
+def test_largest_holder_skips_ignored_containers(app_module):
+    from memwatch.retainer_paths import largest_holder
+    mine = ["m%d" % i * 20 for i in range(50_000)]
+    app_module.KEPT = ["k%d" % i * 20 for i in range(20_000)]
+    path, count = largest_holder(str, ignore=(mine,))
+    assert str(path) == "app.handlers -> dict 'KEPT' -> list" and count == 20_000
+    del mine
+
+
+def test_largest_holder_held_by_another_threads_local():
+    # A running frame's locals are no edges of the graph (3.11+: no objects
+    # at all): the list is held from outside the graph, and that is the answer.
+    import threading
+    from memwatch.retainer_paths import largest_holder
+    ready, done, out = threading.Event(), threading.Event(), []
+
+    def worker():
+        kept = [("%x" % i) * 30 for i in range(40_000)]
+        ready.set()
+        done.wait(30)
+        out.append(len(kept))
+
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        assert ready.wait(30)
+        path, count = largest_holder(str)
+    finally:
+        done.set()
+        t.join()
+    assert count == 40_000 and path is not None
+    assert str(path) == "list (external)" and out == [40_000]
+
+
+def test_largest_holder_needs_a_type():
+    from memwatch.retainer_paths import largest_holder
+    with pytest.raises(TypeError, match="needs a type"):
+        largest_holder(b"bytes")
+    assert largest_holder(type("NeverInstantiated", (), {})) == (None, 0)
+
+
+def test_largest_holder_on_a_million_long_linked_list(app_module):
+    from memwatch.retainer_paths import largest_holder
+    head = None
+    for _ in range(1_000_000):
+        head = [head, b"payload"]
+    app_module.CHAIN = head
+    app_module.TAIL = [b"t%d" % i for i in range(5000)]
+    del head
+    path, count = largest_holder(bytes)
+    assert str(path) == "app.handlers -> dict 'TAIL' -> list" and count == 5000
+
+
+def test_largest_holder_allocation_failures_raise_memoryerror_and_restore(app_module):
+    from memwatch import _graph
+    from memwatch.retainer_paths import largest_holder
+    app_module.KEPT = [b"x%d" % i for i in range(5000)]
+    sample = app_module.KEPT
+    before = sys.getrefcount(sample)
+    try:
+        for n in list(range(0, 12)) + [50, 200]:
+            for enabled in (True, False):
+                (gc.enable if enabled else gc.disable)()
+                _graph._fail_allocation_after(n)
+                try:
+                    path, count = largest_holder(bytes)
+                except MemoryError:
+                    pass
+                else:
+                    _graph._fail_allocation_after(-1)
+                    assert count == 5000 and str(path).endswith("'KEPT' -> list")
+                    del path
+                assert gc.isenabled() == enabled
+        assert sys.getrefcount(sample) == before      # every pin released
+    finally:
+        _graph._fail_allocation_after(-1)
+        gc.enable()

@@ -1669,6 +1669,83 @@ def shortest_paths_many(tuple targets not None, tuple ignore=()):
         s.close()
 
 
+cdef int _sink_count(Graph* g, PyObject* child, int etype, int nk, uintptr_t name) noexcept:
+    if etype != ET_WEAK and (<PyObject*>mw_type(child) == <PyObject*>g.target_type
+                             or PyType_IsSubtype(mw_type(child), g.target_type)):
+        g.nfound += 1
+    return 0
+
+
+def largest_holder(tp, tuple ignore=()):
+    """The object holding the most references to instances of ``tp``, and the
+    shortest chain from a root to it, in one heap graph.
+
+    For instances that hold nothing themselves (str, bytes, int: in no gc
+    generation, so never among the latest allocations the tracker looks at,
+    and the instance nearest a root is some module constant), the container
+    that piles them up is where a leak of them shows: a list that is
+    appended to, a dict that is filled.
+
+    :returns: ``(chain, count, roots)``: ``chain`` a list of objects from a
+        root to the holder (None when no object holds an instance), ``count``
+        its references to instances, ``roots`` as :func:`shortest_paths`.
+    """
+    cdef _Session s
+    cdef Graph* g
+    cdef size_t i, total, best_n = 0
+    cdef long best = -1
+    if not isinstance(tp, type):
+        raise TypeError(f"largest_holder() needs a type, not {type(tp).__name__}")
+    s = _build(True, None, ignore)
+    g = &s.g
+    try:
+        # One pass over every node's references (no Python code runs: GC off).
+        g.target_type = <PyTypeObject*>tp
+        s.hold()
+        for i in range(g.n):
+            if g.nodes[i].flags & (F_NOEXPAND | F_DEAD):
+                continue
+            g.nfound = 0
+            g.cur = i
+            if _edges(g, <PyObject*>g.nodes[i].addr, _sink_count) or g.error:
+                s.release()
+                raise MemoryError("memwatch: out of memory while counting holders")
+            if g.nfound > best_n:
+                best_n = g.nfound
+                best = <long>i
+        s.release()
+        g.target_type = NULL
+        g.nfound = 0
+        if best < 0:
+            return None, 0, {}
+        total = g.n + NSYN
+        g.limit = 1
+        g.parent = <uint32_t*>_malloc_array(total, sizeof(uint32_t))
+        g.queue = <uint32_t*>_malloc_array(total, sizeof(uint32_t))
+        g.found = <uint32_t*>_malloc_array(2, sizeof(uint32_t))
+        if g.parent == NULL or g.queue == NULL or g.found == NULL:
+            raise MemoryError("memwatch: cannot allocate the retainer search")
+        memset(g.parent, 0xFF, total * sizeof(uint32_t))
+        holder = <object><PyObject*>g.nodes[best].addr
+        g.target = g.nodes[best].addr
+        g.target_idx = <uint32_t>(best + NSYN)
+        labels = {}
+        _search(s, labels)
+        if g.nfound:
+            chain = _chain(g, g.found[0], [holder])
+        elif g.nodes[best].flags & F_EXTERNAL:
+            # Held only from outside the graph: on 3.11+ a running frame's
+            # locals (another thread's list that is appended to) are not
+            # objects.  It is the answer, as "(external)".
+            chain = [None, holder]
+        else:
+            chain = None
+        holder = None
+        return chain, best_n, _root_labels(g, labels)
+    finally:
+        s.close()
+
+
 cdef list _chain(Graph* g, uint32_t u, list chain):
     """``chain`` followed by the nodes from ``u`` up to the root, then
     reversed: root-most first (None for the holder of external references)."""

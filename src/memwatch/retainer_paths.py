@@ -23,7 +23,7 @@ from typing import Any
 
 from memwatch._gcstate import quiet_collect
 
-__all__ = ["retainers", "RetainerPath", "RetainerStep", "resolve_type"]
+__all__ = ["retainers", "largest_holder", "RetainerPath", "RetainerStep", "resolve_type"]
 
 _repr = reprlib.Repr()
 _repr.maxstring = 40
@@ -269,6 +269,25 @@ def retainers(obj_or_type: Any, limit: int = 5, *, instances: bool | None = None
     # and threads hold, and they sort after them, shorter or not.
     paths.sort(key=lambda p: (p.root == "(external)", len(p)))
     return paths
+
+
+def largest_holder(tp: type, *, ignore: Any = ()) -> tuple[RetainerPath | None, int]:
+    """The shortest path to the object holding the most instances of ``tp``,
+    and how many it holds (direct references).
+
+    Where :func:`retainers` on a type finds the instance *nearest a root*, this
+    finds the container that piles them up: for ``str``/``bytes``/``int``
+    (which hold nothing and are in no gc generation) that container is how a
+    leak of them is found.  ``(None, 0)`` when nothing holds one.  No
+    collection is run first."""
+    from memwatch import _graph
+    if not isinstance(tp, type):
+        raise TypeError(f"largest_holder() needs a type, not {type(tp).__name__}")
+    chain, count, roots = _graph.largest_holder(tp, tuple(ignore))
+    try:
+        return (_build_path(chain, roots) if chain else None), count
+    finally:
+        del chain
 
 
 # --------------------------------------------------------------------------

@@ -1237,6 +1237,7 @@ def _resolve_type(name: str) -> type | None:
 
 
 _RECENT_POOL = 5000
+_TPFLAGS_HAVE_GC = 1 << 14      # instances are gc containers (Include/object.h)
 
 
 def _recent_objects() -> list:
@@ -1287,7 +1288,7 @@ def _add_holders(info: dict[str, Any], limit: int, estimate: float, recent: list
     cannot be found by name (local classes) get no holder."""
     if limit <= 0 or not info["top_types"]:
         return
-    from memwatch.retainer_paths import retainers
+    from memwatch.retainer_paths import largest_holder, retainers
     spent = 0.0
     for row in info["top_types"][:limit]:
         if spent + estimate > _HOLDERS_BUDGET:
@@ -1301,9 +1302,18 @@ def _add_holders(info: dict[str, Any], limit: int, estimate: float, recent: list
             if target is not None:
                 paths = retainers(target, limit=1, collect=False, ignore=(recent,))
                 del target
+                row["holder"] = str(paths[0]) if paths else None
+            elif tp is not None and not tp.__flags__ & _TPFLAGS_HAVE_GC:
+                # str, bytes, int: never among the recent allocations (in no
+                # generation), and the instance nearest a root is some module
+                # constant (a 1 GB heap leaking bytes was "held by" importlib's
+                # MAGIC_NUMBER): name the container piling them up instead.
+                path, count = largest_holder(tp, ignore=(recent,))
+                row["holder"] = (f"{path} -> {row['what']} (x{count:,})"
+                                 if path is not None else None)
             else:
                 paths = retainers(tp, limit=1, collect=False) if tp is not None else []
-            row["holder"] = str(paths[0]) if paths else None
+                row["holder"] = str(paths[0]) if paths else None
         except Exception:
             log.exception("memwatch: retainer path for %s failed", row["what"])
             row["holder"] = None
