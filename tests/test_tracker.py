@@ -852,15 +852,76 @@ def test_a_measure_rising_with_the_census_is_a_leak():
     assert leaks[0]["top_types"][0]["what"] == "bytes"
 
 
-def test_the_holder_of_leaking_untracked_objects_is_the_container_piling_them_up():
-    # bytes are in no gc generation: the holder is not found through a recent
-    # instance, and the bytes instance nearest a root is some module constant.
-    # The list this loop appends to (a local: held from outside the graph).
+def test_the_holder_of_leaking_bytes_is_the_list_they_are_appended_to():
+    # bytes are in no gc generation: never a recent instance themselves.  The
+    # list this loop appends to (a local: held from outside the graph) is
+    # recent, so it is found through its items; before, the bytes instance
+    # nearest a root was shown (a module constant).
     leaks, info = _ramp_run(lambda: bytes(80_000), retainers=1)
     assert leaks, info
     row = leaks[0]["top_types"][0]
     assert row["what"] == "bytes"
-    assert re.fullmatch(r"list \(external\) -> bytes \(x[\d,]+\)", row["holder"]), row
+    assert re.fullmatch(r"list \(external\)\[\d+\] -> bytes", row["holder"]), row
+
+
+@pytest.fixture
+def app_module():
+    import sys
+    import types
+    mod = types.ModuleType("app.handlers")
+    sys.modules["app.handlers"] = mod
+    yield mod
+    del sys.modules["app.handlers"]
+    mod.__dict__.clear()
+
+
+class _Order:
+    def __init__(self, n):
+        self.n = n
+        self.note = "order %d" % n
+
+
+def _holder(tp, recent):
+    from memwatch import tracker
+    from memwatch.retainer_paths import largest_holder, retainers
+    return tracker._holder_of(tp, tp.__name__, recent, retainers, largest_holder)
+
+
+def _recent_after(fill):
+    """The tracker's recent pool right after ``fill()`` and a full collection."""
+    from memwatch import tracker
+    gc.collect()
+    gc.disable()
+    try:
+        fill()
+        gc.collect()
+    finally:
+        gc.enable()
+    return tracker._recent_objects()
+
+
+def test_holders_of_untracked_instances_come_through_the_recent_objects_holding_them(app_module):
+    # A str nothing else holds, referred to by the latest Order (directly on
+    # 3.11+, through its __dict__ on 3.10): its path.
+    recent = _recent_after(lambda: setattr(app_module, "ORDERS",
+                                           [_Order(i) for i in range(3000)]))
+    assert re.fullmatch(r"app\.handlers -> dict 'ORDERS' -> list\[\d+\] -> "
+                        r".*_Order(\.note| -> dict 'note') -> str",
+                        _holder(str, recent))
+    del recent
+
+
+def test_holders_of_untracked_instances_piled_into_an_old_container(app_module):
+    # The list is old (6000 objects allocated after it: out of the recent
+    # pool) and what it piles up holds nothing: the container holding the most.
+    app_module.LOG = []
+
+    def fill():
+        app_module.OTHER = [[i] for i in range(6000)]
+        app_module.LOG.extend(b"%d" % i * 20 for i in range(30_000))
+    recent = _recent_after(fill)
+    assert _holder(bytes, recent) == "app.handlers -> dict 'LOG' -> list -> bytes (x30,000)"
+    del recent
 
 
 def test_a_confirming_reading_caught_in_a_transient_is_taken_again():

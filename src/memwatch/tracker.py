@@ -1237,7 +1237,7 @@ def _resolve_type(name: str) -> type | None:
 
 
 _RECENT_POOL = 5000
-_TPFLAGS_HAVE_GC = 1 << 14      # instances are gc containers (Include/object.h)
+_ONLY_HELD_HERE = 4       # sys.getrefcount() of a referent only its holder holds, in the loop
 
 
 def _recent_objects() -> list:
@@ -1259,6 +1259,74 @@ def _recent_instance(tp: type, recent: list) -> Any:
         if type(recent[i]) is tp:
             return recent[i]
     return None
+
+
+def _recent_referent(tp: type, recent: list) -> Any:
+    """An instance of ``tp`` that one of ``recent`` (latest first) refers to.
+
+    Instances in no generation (a dict holding only atomic values, str,
+    bytes) are never among the recent allocations themselves, but what was
+    allocated with them is: the latest Order's ``__dict__``, a Record's name.
+    Only a referent nothing else holds counts."""
+    for i in range(len(recent) - 1, -1, -1):
+        obj = recent[i]
+        try:
+            mod = type(obj).__dict__.get("__module__")
+        except Exception:   # pragma: no cover - a hostile metaclass
+            mod = None
+        if isinstance(mod, str) and str.startswith(mod, "memwatch"):
+            continue
+        found = _only_held_referent(obj, tp)
+        if found is not None:
+            return found
+    return None
+
+
+def _only_held_referent(obj: Any, tp: type) -> Any:
+    for ref in _gc.get_referents(obj):
+        # Held by that object alone (here: + the list, ``ref``, the
+        # argument): a shared or interned one (a name, a small int) has
+        # a shortest path of its own that says nothing about the leak.
+        if type(ref) is tp and sys.getrefcount(ref) <= _ONLY_HELD_HERE:
+            return ref
+        if type(ref) is dict and tp is not dict:
+            # An instance's attributes, when they live in its __dict__
+            # (3.10, or a materialised one): one level further.
+            for item in _gc.get_referents(ref):
+                if type(item) is tp and sys.getrefcount(item) <= _ONLY_HELD_HERE:
+                    return item
+    return None
+
+
+def _own_path(path: Any) -> bool:
+    """A path through memwatch's own state (its modules, its thread, its
+    classes): memwatch's bookkeeping, never the program's holder."""
+    root = path.root
+    if root.split(".")[0] == "memwatch" or root == "thread memwatch-tracker":
+        return True
+    return any(step.type_name.startswith("memwatch.") for step in path.steps)
+
+
+def _holder_of(tp: type, name: str, recent: list, retainers: Any, largest_holder: Any) -> str | None:
+    """The holder shown for one top type: the path to a recently allocated
+    instance (the type's own, else one a recent object refers to), else to the
+    container holding the most instances, with their count."""
+    target = _recent_instance(tp, recent)
+    if target is None:
+        target = _recent_referent(tp, recent)
+    if target is not None:
+        paths = retainers(target, limit=1, instances=False, collect=False, ignore=(recent,))
+        del target
+        if paths and not _own_path(paths[0]):
+            return str(paths[0])
+    # No recent instance (str, bytes, int: in no generation, appended to an
+    # old list), or it was memwatch's own: the container piling them up.  The
+    # instance nearest a root, shown before, was a module constant (a 1 GB
+    # heap leaking bytes was "held by" importlib's MAGIC_NUMBER).
+    path, count = largest_holder(tp, ignore=(recent,))
+    if path is None or _own_path(path):
+        return None
+    return f"{path} -> {name} (x{count:,})"
 
 
 def _census_total(snap: tuple) -> int:
@@ -1298,22 +1366,8 @@ def _add_holders(info: dict[str, Any], limit: int, estimate: float, recent: list
         t = time.perf_counter()
         try:
             tp = _resolve_type(row["what"])
-            target = _recent_instance(tp, recent) if tp is not None else None
-            if target is not None:
-                paths = retainers(target, limit=1, collect=False, ignore=(recent,))
-                del target
-                row["holder"] = str(paths[0]) if paths else None
-            elif tp is not None and not tp.__flags__ & _TPFLAGS_HAVE_GC:
-                # str, bytes, int: never among the recent allocations (in no
-                # generation), and the instance nearest a root is some module
-                # constant (a 1 GB heap leaking bytes was "held by" importlib's
-                # MAGIC_NUMBER): name the container piling them up instead.
-                path, count = largest_holder(tp, ignore=(recent,))
-                row["holder"] = (f"{path} -> {row['what']} (x{count:,})"
-                                 if path is not None else None)
-            else:
-                paths = retainers(tp, limit=1, collect=False) if tp is not None else []
-                row["holder"] = str(paths[0]) if paths else None
+            row["holder"] = (_holder_of(tp, row["what"], recent, retainers, largest_holder)
+                             if tp is not None else None)
         except Exception:
             log.exception("memwatch: retainer path for %s failed", row["what"])
             row["holder"] = None
