@@ -1,10 +1,12 @@
-"""Shared fixtures: running isolated scripts in a fresh interpreter."""
+"""Shared fixtures: running isolated scripts in a fresh interpreter, a throwaway
+module to hold objects from, and every allocation failure of a C pass in turn."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,30 @@ def run_script(tmp_path):
         return proc
 
     return run
+
+
+@pytest.fixture
+def app_module():
+    """A module ``app.handlers`` in ``sys.modules``: objects held from it have
+    a root of their own (``app.handlers -> dict 'NAME' -> ...``)."""
+    mod = types.ModuleType("app.handlers")
+    sys.modules["app.handlers"] = mod
+    yield mod
+    del sys.modules["app.handlers"]
+    mod.__dict__.clear()
+
+
+def allocation_failures(fail_after):
+    """(n, gc enabled) for each allocation failure a C pass is tried with:
+    ``fail_after(n)`` makes its n-th allocation fail, with the collector on
+    and off (a pass must restore either state); failures are off again after."""
+    import gc
+    try:
+        for n in list(range(0, 12)) + [50, 200]:
+            for enabled in (True, False):
+                (gc.enable if enabled else gc.disable)()
+                fail_after(n)
+                yield n, enabled
+    finally:
+        fail_after(-1)
+        gc.enable()

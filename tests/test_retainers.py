@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import gc
 import sys
-import types
 import weakref
 
 import pytest
+from conftest import allocation_failures
 
 import memwatch
 from memwatch.retainer_paths import RetainerPath, RetainerStep
@@ -16,15 +16,6 @@ def _class(name, module="app", **ns):
     cls = type(name, (), dict(ns, __module__=module))
     cls.__qualname__ = name
     return cls
-
-
-@pytest.fixture
-def app_module():
-    mod = types.ModuleType("app.handlers")
-    sys.modules["app.handlers"] = mod
-    yield mod
-    del sys.modules["app.handlers"]
-    mod.__dict__.clear()
 
 
 def test_the_documented_one_line_form(app_module):
@@ -453,21 +444,14 @@ def test_largest_holder_allocation_failures_raise_memoryerror_and_restore(app_mo
     app_module.KEPT = [b"x%d" % i for i in range(5000)]
     sample = app_module.KEPT
     before = sys.getrefcount(sample)
-    try:
-        for n in list(range(0, 12)) + [50, 200]:
-            for enabled in (True, False):
-                (gc.enable if enabled else gc.disable)()
-                _graph._fail_allocation_after(n)
-                try:
-                    path, count = largest_holder(bytes)
-                except MemoryError:
-                    pass
-                else:
-                    _graph._fail_allocation_after(-1)
-                    assert count == 5000 and str(path).endswith("'KEPT' -> list")
-                    del path
-                assert gc.isenabled() == enabled
-        assert sys.getrefcount(sample) == before      # every pin released
-    finally:
-        _graph._fail_allocation_after(-1)
-        gc.enable()
+    for n, enabled in allocation_failures(_graph._fail_allocation_after):
+        try:
+            path, count = largest_holder(bytes)
+        except MemoryError:
+            pass
+        else:
+            _graph._fail_allocation_after(-1)
+            assert count == 5000 and str(path).endswith("'KEPT' -> list")
+            del path
+        assert gc.isenabled() == enabled
+    assert sys.getrefcount(sample) == before      # every pin released

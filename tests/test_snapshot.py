@@ -12,6 +12,7 @@ import types
 import uuid
 
 import pytest
+from conftest import allocation_failures
 
 import memwatch
 from memwatch import _core, _graph
@@ -170,23 +171,18 @@ def test_every_allocation_failure_raises_memoryerror_and_restores(tmp_path):
     sample, before = _sample_refcounts()
     path = tmp_path / "oom.heapsnapshot"
     try:
-        for n in list(range(0, 12)) + [50, 200]:
-            for enabled in (True, False):
-                (gc.enable if enabled else gc.disable)()
-                _graph._fail_allocation_after(n)
-                try:
-                    memwatch.write_snapshot(path, collect=False)
-                except MemoryError:
-                    assert not path.exists()
-                else:
-                    _graph._fail_allocation_after(-1)
-                    path.unlink()
-                assert gc.isenabled() == enabled
-                assert [p for p in tmp_path.iterdir()] == []
+        for n, enabled in allocation_failures(_graph._fail_allocation_after):
+            try:
+                memwatch.write_snapshot(path, collect=False)
+            except MemoryError:
+                assert not path.exists()
+            else:
+                _graph._fail_allocation_after(-1)
+                path.unlink()
+            assert gc.isenabled() == enabled
+            assert [p for p in tmp_path.iterdir()] == []
         assert [sys.getrefcount(o) for o in sample] == before   # every pin released
     finally:
-        _graph._fail_allocation_after(-1)
-        gc.enable()
         HOLD.clear()
 
 

@@ -864,17 +864,6 @@ def test_the_holder_of_leaking_bytes_is_the_list_they_are_appended_to():
     assert re.fullmatch(r"list \(external\)\[\d+\] -> bytes", row["holder"]), row
 
 
-@pytest.fixture
-def app_module():
-    import sys
-    import types
-    mod = types.ModuleType("app.handlers")
-    sys.modules["app.handlers"] = mod
-    yield mod
-    del sys.modules["app.handlers"]
-    mod.__dict__.clear()
-
-
 class _Order:
     def __init__(self, n):
         self.n = n
