@@ -854,14 +854,14 @@ def test_a_measure_rising_with_the_census_is_a_leak():
 
 def test_the_holder_of_leaking_bytes_is_the_list_they_are_appended_to():
     # bytes are in no gc generation: never a recent instance themselves.  The
-    # list this loop appends to (a local: held from outside the graph) is
-    # recent, so it is found through its items; before, the bytes instance
-    # nearest a root was shown (a module constant).
+    # list this loop appends to (a local: held from outside the graph) holds
+    # every new one; before, the bytes instance nearest a root was shown (a
+    # module constant).
     leaks, info = _ramp_run(lambda: bytes(80_000), retainers=1)
     assert leaks, info
     row = leaks[0]["top_types"][0]
     assert row["what"] == "bytes"
-    assert re.fullmatch(r"list \(external\)\[\d+\] -> bytes", row["holder"]), row
+    assert re.fullmatch(r"list \(external\) -> bytes \(x[\d,]+\)", row["holder"]), row
 
 
 class _Order:
@@ -870,10 +870,10 @@ class _Order:
         self.note = "order %d" % n
 
 
-def _holder(tp, recent):
+def _holder(tp, recent, count_change=0):
     from memwatch import tracker
     from memwatch.retainer_paths import largest_holder, retainers
-    return tracker._holder_of(tp, tp.__name__, recent, retainers, largest_holder)
+    return tracker._holder_of(tp, tp.__name__, recent, retainers, largest_holder, count_change)
 
 
 def _recent_after(fill):
@@ -897,6 +897,25 @@ def test_holders_of_untracked_instances_come_through_the_recent_objects_holding_
     assert re.fullmatch(r"app\.handlers -> dict 'ORDERS' -> list\[\d+\] -> "
                         r".*_Order(\.note| -> dict 'note') -> str",
                         _holder(str, recent))
+    del recent
+
+
+def test_a_container_holding_the_windows_new_instances_beats_the_recent_objects(app_module):
+    # The 1 GB scenario: a long-lived heap built last (the tail of the oldest
+    # generation: each item alone holds a bytes blob), then bytes appended to
+    # an older list.  The list holds all the window's new bytes: it is shown,
+    # not an item's blob.
+    app_module.LOG = []
+
+    def fill():
+        app_module.HEAP = [{"blob": b"%d" % i * 30} for i in range(6000)]
+    recent = _recent_after(fill)
+    app_module.LOG.extend(b"leak %d" % i * 20 for i in range(8000))
+    assert _holder(bytes, recent, count_change=8000) == \
+        "app.handlers -> dict 'LOG' -> list -> bytes (x8,000)"
+    # Without that evidence (no count growth), a recent item's blob is shown.
+    assert _holder(bytes, recent).endswith("-> dict 'blob' -> bytes") or \
+        _holder(bytes, recent).endswith("-> dict -> bytes")
     del recent
 
 

@@ -1307,26 +1307,44 @@ def _own_path(path: Any) -> bool:
     return any(step.type_name.startswith("memwatch.") for step in path.steps)
 
 
-def _holder_of(tp: type, name: str, recent: list, retainers: Any, largest_holder: Any) -> str | None:
-    """The holder shown for one top type: the path to a recently allocated
-    instance (the type's own, else one a recent object refers to), else to the
-    container holding the most instances, with their count."""
+def _holder_of(tp: type, name: str, recent: list, retainers: Any, largest_holder: Any,
+               count_change: int = 0) -> str | None:
+    """The holder shown for one top type (``count_change``: how many more
+    instances the censuses counted over the window).
+
+    1. A recently allocated instance of the type: its path.
+    2. Else (instances in no generation: str, bytes, numbers, a dict of atomic
+       values) the object holding the most instances, when it holds at least
+       half the window's new ones: the list a leak appends to.
+    3. Else an instance that a recent object alone holds (an Order's
+       ``__dict__``, a Record's name): its path.
+    4. Else the largest holder anyway, with its count.
+    A path through memwatch's own state is never shown."""
     target = _recent_instance(tp, recent)
-    if target is None:
-        target = _recent_referent(tp, recent)
     if target is not None:
         paths = retainers(target, limit=1, instances=False, collect=False, ignore=(recent,))
         del target
         if paths and not _own_path(paths[0]):
             return str(paths[0])
-    # No recent instance (str, bytes, int: in no generation, appended to an
-    # old list), or it was memwatch's own: the container piling them up.  The
-    # instance nearest a root, shown before, was a module constant (a 1 GB
-    # heap leaking bytes was "held by" importlib's MAGIC_NUMBER).
+    # The instance nearest a root, shown before for these, was a module
+    # constant (a 1 GB heap leaking bytes was "held by" importlib's
+    # MAGIC_NUMBER).  Step 2 comes before step 3 because the recent objects
+    # need not be the leak's: a heap built just before an untracked leak
+    # began is the tail of the oldest generation (its items' blobs were
+    # shown as the leak's holder).
     path, count = largest_holder(tp, ignore=(recent,))
-    if path is None or _own_path(path):
-        return None
-    return f"{path} -> {name} (x{count:,})"
+    if path is not None and _own_path(path):
+        path = None
+    largest = None if path is None else f"{path} -> {name} (x{count:,})"
+    if largest is not None and count_change > 0 and 2 * count >= count_change:
+        return largest
+    target = _recent_referent(tp, recent)
+    if target is not None:
+        paths = retainers(target, limit=1, instances=False, collect=False, ignore=(recent,))
+        del target
+        if paths and not _own_path(paths[0]):
+            return str(paths[0])
+    return largest
 
 
 def _census_total(snap: tuple) -> int:
@@ -1366,7 +1384,8 @@ def _add_holders(info: dict[str, Any], limit: int, estimate: float, recent: list
         t = time.perf_counter()
         try:
             tp = _resolve_type(row["what"])
-            row["holder"] = (_holder_of(tp, row["what"], recent, retainers, largest_holder)
+            row["holder"] = (_holder_of(tp, row["what"], recent, retainers, largest_holder,
+                                        int(row.get("count_change") or 0))
                              if tp is not None else None)
         except Exception:
             log.exception("memwatch: retainer path for %s failed", row["what"])
