@@ -1320,12 +1320,9 @@ def _holder_of(tp: type, name: str, recent: list, retainers: Any, largest_holder
        ``__dict__``, a Record's name): its path.
     4. Else the largest holder anyway, with its count.
     A path through memwatch's own state is never shown."""
-    target = _recent_instance(tp, recent)
-    if target is not None:
-        paths = retainers(target, limit=1, instances=False, collect=False, ignore=(recent,))
-        del target
-        if paths and not _own_path(paths[0]):
-            return str(paths[0])
+    found = _program_path(_recent_instance(tp, recent), recent, retainers)
+    if found is not None:
+        return found
     # The instance nearest a root, shown before for these, was a module
     # constant (a 1 GB heap leaking bytes was "held by" importlib's
     # MAGIC_NUMBER).  Step 2 comes before step 3 because the recent objects
@@ -1338,13 +1335,18 @@ def _holder_of(tp: type, name: str, recent: list, retainers: Any, largest_holder
     largest = None if path is None else f"{path} -> {name} (x{count:,})"
     if largest is not None and count_change > 0 and 2 * count >= count_change:
         return largest
-    target = _recent_referent(tp, recent)
-    if target is not None:
-        paths = retainers(target, limit=1, instances=False, collect=False, ignore=(recent,))
-        del target
-        if paths and not _own_path(paths[0]):
-            return str(paths[0])
-    return largest
+    found = _program_path(_recent_referent(tp, recent), recent, retainers)
+    return largest if found is None else found
+
+
+def _program_path(target: Any, recent: list, retainers: Any) -> str | None:
+    """The shortest path to ``target`` (an object, never read as a type or a
+    type's name), unless there is none or it runs through memwatch's own state."""
+    if target is None:
+        return None
+    paths = retainers(target, limit=1, instances=False, collect=False, ignore=(recent,))
+    del target
+    return str(paths[0]) if paths and not _own_path(paths[0]) else None
 
 
 def _census_total(snap: tuple) -> int:
