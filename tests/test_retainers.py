@@ -455,3 +455,13 @@ def test_largest_holder_allocation_failures_raise_memoryerror_and_restore(app_mo
             del path
         assert gc.isenabled() == enabled
     assert sys.getrefcount(sample) == before      # every pin released
+
+
+def test_largest_holder_does_not_count_interned_strings(app_module):
+    # Names are no pile: a table of 50k interned names (3.14's own is a dict
+    # of 84k held from outside the graph) never outranks 20k new strings.
+    from memwatch.retainer_paths import largest_holder
+    app_module.NAMES = {sys.intern("name_%d" % i): None for i in range(50_000)}
+    app_module.KEPT = ["k%d" % i * 20 for i in range(20_000)]
+    path, count = largest_holder(str)
+    assert str(path) == "app.handlers -> dict 'KEPT' -> list" and count == 20_000

@@ -278,8 +278,8 @@ def largest_holder(tp: type, *, ignore: Any = ()) -> tuple[RetainerPath | None, 
     Where :func:`retainers` on a type finds the instance *nearest a root*, this
     finds the container that piles them up: for ``str``/``bytes``/``int``
     (which hold nothing and are in no gc generation) that container is how a
-    leak of them is found.  ``(None, 0)`` when nothing holds one.  No
-    collection is run first."""
+    leak of them is found.  Interned strings (names) are not counted.
+    ``(None, 0)`` when nothing holds one.  No collection is run first."""
     from memwatch import _graph
     if not isinstance(tp, type):
         raise TypeError(f"largest_holder() needs a type, not {type(tp).__name__}")
